@@ -1,0 +1,48 @@
+"""The single exception hierarchy of facenas.
+
+Every error a user can cause derives from :class:`FacenasError`; the gRPC layer maps each class to one
+status code in one place (``InvalidInput`` subclasses become INVALID_ARGUMENT).
+"""
+
+from __future__ import annotations
+
+
+class FacenasError(Exception):
+    """Root of every facenas error."""
+
+
+class InvalidInput(FacenasError):  # noqa: N818 - reads as a category, mapped to INVALID_ARGUMENT
+    """The caller supplied something unusable (a file, a config, a request field)."""
+
+
+class ArchSpecError(InvalidInput):
+    """An architecture file or spec is malformed, hostile or outside the search space.
+
+    ``field`` is the dotted path of the offending value (``""`` for the whole document).
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        where = field or "<document>"
+        super().__init__(f"{where}: {problem}")
+
+
+class ConfigError(InvalidInput):
+    """A configuration is invalid; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(self.problems))
+
+
+class DatasetError(InvalidInput):
+    """A dataset directory is missing, empty or not in the Face Synthetics layout."""
+
+
+class MeasurementError(FacenasError):
+    """A latency measurement could not be completed."""
+
+
+class ExportError(FacenasError):
+    """ONNX export failed, or the exported graph disagrees with the torch model."""
