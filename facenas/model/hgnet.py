@@ -27,7 +27,8 @@ class Hourglass(nn.Module):
             for i, block in enumerate(spec.down)
         )
         self.skip_blocks = nn.ModuleList(
-            nn.Sequential(*(make_op(op, chs[i + 1], chs[i + 1]) for op in ops)) for i, ops in enumerate(spec.skip)
+            nn.Sequential(*(make_op(op, chs[i + 1], chs[i + 1]) for op in ops))
+            for i, ops in enumerate(spec.skip)
         )
         self.up_blocks = nn.ModuleList(
             nn.Sequential(
@@ -60,7 +61,9 @@ class StackedHourglass(nn.Module):
         self.stem_conv = ConvBnRelu(in_channels, spec.base_ch, 3, spec.stem_stride)
         self.hgs = nn.Sequential(*(Hourglass(hg, spec.base_ch) for hg in spec.hourglasses))
         self.final_upsample = nn.UpsamplingBilinear2d(scale_factor=spec.stem_stride)
-        self.post_upsample = nn.Sequential(*(make_op(op, spec.base_ch, spec.base_ch) for op in spec.post_upsample))
+        self.post_upsample = nn.Sequential(
+            *(make_op(op, spec.base_ch, spec.base_ch) for op in spec.post_upsample)
+        )
         self.classifier = nn.Conv2d(spec.base_ch, num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from facenas.space.ops import OPS
 
 
 class ConvBnRelu(nn.Module):
-    """"Same"-padded Conv2d(bias=False) + BatchNorm2d + ReLU (Archai's ``ReluConv2d``)."""
+    """ "Same"-padded Conv2d(bias=False) + BatchNorm2d + ReLU (Archai's ``ReluConv2d``)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
         super().__init__()

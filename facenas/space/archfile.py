@@ -48,7 +48,8 @@ def parse_arch_document(source: str | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(doc, Mapping):
         raise ArchSpecError("", f"top level must be a JSON object, got {_type_name(doc)}")
     _check_node(doc, "", 0)
-    return _plain(doc)
+    plain: dict[str, Any] = _plain(doc)
+    return plain
 
 
 def dump_arch_json(doc: Mapping[str, Any]) -> str:
@@ -128,7 +129,9 @@ def _check_config_list(node: Mapping[str, Any], path: str, depth: int) -> None:
     if len(configs) > MAX_REPEAT:
         raise ArchSpecError(prefix + "_configs", f"more than {MAX_REPEAT} slots")
     if repeat > len(configs):
-        raise ArchSpecError(prefix + "_repeat_times", f"{repeat} exceeds the {len(configs)} slots in _configs")
+        raise ArchSpecError(
+            prefix + "_repeat_times", f"{repeat} exceeds the {len(configs)} slots in _configs"
+        )
     for key, slot in configs.items():
         slot_path = f"{prefix}_configs.{key}"
         if not isinstance(slot, Mapping):

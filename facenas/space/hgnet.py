@@ -158,7 +158,9 @@ def _build_param_tree(p: SearchSpaceParams) -> Any:
     from archai.discrete_search.search_spaces.config import ArchParamTree, DiscreteChoice, repeat_config
 
     def layers(lo: int, hi: int) -> dict[str, Any]:
-        return repeat_config({"op": DiscreteChoice(list(p.op_subset))}, repeat_times=list(range(lo, hi + 1)))
+        ops = {"op": DiscreteChoice(list(p.op_subset))}
+        block: dict[str, Any] = repeat_config(ops, repeat_times=list(range(lo, hi + 1)))
+        return block
 
     hourglass = {
         "downsample_blocks": repeat_config(
@@ -168,7 +170,9 @@ def _build_param_tree(p: SearchSpaceParams) -> Any:
             },
             repeat_times=p.num_blocks,
         ),
-        "skip_blocks": repeat_config({"layers": layers(0, p.skip_block_max_ops)}, repeat_times=p.num_blocks - 1),
+        "skip_blocks": repeat_config(
+            {"layers": layers(0, p.skip_block_max_ops)}, repeat_times=p.num_blocks - 1
+        ),
         "upsample_blocks": repeat_config(
             {"layers": layers(1, p.upsample_block_max_ops)}, repeat_times=p.num_blocks - 1
         ),
@@ -230,4 +234,3 @@ def _check_choices(tree: Mapping[str, Any], doc: Mapping[str, Any], path: str) -
             _check_choices(node, value, field)
         elif value != node:
             raise ArchSpecError(field, f"must be {node!r}, got {value!r}")
-

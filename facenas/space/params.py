@@ -118,7 +118,7 @@ def _check_int(out: list[str], name: str, value: object, lo: int, hi: int) -> No
 
 
 def _check_int_choices(out: list[str], name: str, values: tuple[int, ...], lo: int, hi: int) -> None:
-    ok = isinstance(values, tuple) and values
+    ok = isinstance(values, tuple) and len(values) > 0
     ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in values)
     if not ok:
         out.append(f"{name}: {values!r} must be a non-empty list of integers in [{lo}, {hi}]")

@@ -59,7 +59,7 @@ class ArchSpec:
     def downsample_factor(self) -> int:
         """Total stride at the bottleneck; input sides must be multiples of it."""
         deepest = max(len(hg.down) for hg in self.hourglasses)
-        return self.stem_stride * 2 ** (deepest - 1)
+        return int(self.stem_stride * 2 ** (deepest - 1))
 
     def layers(self, num_classes: int, in_channels: int) -> list[ConvLayer]:
         """Every convolution, with its resolution divisor, in build order."""

@@ -1,0 +1,1 @@
+"""The ``facenas`` command-line interface."""

@@ -1,0 +1,126 @@
+"""``facenas latency``, ``facenas train`` and ``facenas demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from facenas.cli.common import console, err_console, parse_img_size, print_json, space_params, user_errors
+from facenas.latency import LatencyProtocol
+from facenas.space.hgnet import HgnetSearchSpace
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Archai search YAML (default: embedded cpu_search.yaml).")
+]
+ImgSizeOpt = Annotated[
+    str | None, typer.Option("--img-size", help="S or WxH (default: the space's img_size).")
+]
+
+
+def step_progress(target: Console) -> Progress:
+    """A progress bar for training steps on ``target``."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+        console=target,
+        transient=True,
+    )
+
+
+@user_errors
+def latency(
+    file: Annotated[Path, typer.Argument(help="Archai arch JSON file.")],
+    img_size: ImgSizeOpt = None,
+    threads: Annotated[int, typer.Option(min=1, max=256, help="onnxruntime intra-op threads.")] = 1,
+    rounds: Annotated[int, typer.Option(min=2, max=1000, help="Timed rounds.")] = 7,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """ONNX Runtime CPU latency of an architecture (warm-up, repeated rounds, median and CV)."""
+    from facenas.pipeline import measure_arch_latency
+
+    size = parse_img_size(img_size)
+    params = space_params(config)
+    arch = HgnetSearchSpace(params).load(file)
+    protocol = LatencyProtocol(intra_op_threads=threads, rounds=rounds)
+    with err_console.status("measuring latency", spinner="dots"):
+        result = measure_arch_latency(arch, params, protocol, size)
+    if json_out:
+        print_json({"archid": arch.archid, "img_size": list(size or params.img_size), **result.to_dict()})
+        return
+    console.print(
+        f"{arch.archid}: median {result.median_s * 1e3:.2f} ms, cv {result.cv:.2%} "
+        f"({result.samples} runs, {result.attempts} attempt(s), {result.intra_op_threads} thread(s), "
+        f"{result.host.cpu_model})"
+    )
+
+
+@user_errors
+def train(
+    file: Annotated[Path, typer.Argument(help="Archai arch JSON file.")],
+    dataset_dir: Annotated[Path, typer.Option("--dataset-dir", help="Face Synthetics-layout directory.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Checkpoints, model.onnx, metrics.json.")],
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=10_000, help="Total epochs (resumes).")] = 30,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096)] = 16,
+    learning_rate: Annotated[float, typer.Option("--lr", min=1e-8, max=1.0)] = 2e-4,
+    img_size: ImgSizeOpt = None,
+    seed: int = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.02,
+    test_fraction: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.10,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Final training of one architecture (Archai's train.py), resumable; exports model.onnx."""
+    from facenas.pipeline import DatasetSplits
+    from facenas.train.final import train_final
+    from facenas.train.loop import TrainingConfig
+
+    params = space_params(config, parse_img_size(img_size))
+    arch = HgnetSearchSpace(params).load(file)
+    data = DatasetSplits.open(dataset_dir, params.img_size, val_fraction, test_fraction)
+    cfg = TrainingConfig(batch_size=batch_size, learning_rate=learning_rate, seed=seed, device=device)
+    with step_progress(err_console if json_out else console) as progress:
+        task = progress.add_task("epoch", total=None, loss=float("nan"))
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            progress.update(task, completed=step, total=total, loss=loss)
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            progress.console.print(
+                f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
+                f"val mIOU {record['val_miou']:.4f} (global {record['val_miou_global']:.4f}), "
+                f"{record['seconds']:.1f} s"
+            )
+
+        result = train_final(arch, params, data.train, data.val, output_dir, epochs, cfg, on_epoch, on_step)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        console.print(
+            f"done: {result.epochs_done} epochs (resumed after {result.resumed_from}); {result.onnx_path}"
+        )
+
+
+@user_errors
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where data and outputs go.")] = Path("runs/demo"),
+    count: Annotated[int, typer.Option(min=8, max=100_000, help="Synthetic frames.")] = 160,
+    img_size: Annotated[int, typer.Option(min=64, max=512, help="Training/latency image side.")] = 128,
+    archs: Annotated[int, typer.Option(min=1, max=100, help="Architectures to sample.")] = 4,
+    steps: Annotated[int, typer.Option(min=1, max=100_000, help="Partial-training steps per arch.")] = 25,
+    batch_size: Annotated[int, typer.Option(min=1, max=256)] = 8,
+    seed: int = 0,
+) -> None:
+    """Generate data, sample architectures, partially train and measure each, print a table."""
+    from facenas.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(workdir, count, img_size, archs, steps, batch_size, seed)
+    run_demo(settings, console)

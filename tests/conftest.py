@@ -1,0 +1,27 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SNP_ARCHS = sorted((FIXTURES / "archai" / "snp_target").glob("*.json"))
+SMALLEST_SNP = FIXTURES / "archai" / "snp_target" / "4786c03a18be281ad2fed235c86a5fe952fb4b0a.json"
+
+
+@pytest.fixture(scope="session")
+def snp_arch_files() -> list[Path]:
+    assert len(SNP_ARCHS) == 18
+    return SNP_ARCHS
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated dataset at 64x64, shared by the tests that only read it."""
+    from facenas.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, 60, size=64, seed=7)
+    return root

@@ -1,0 +1,172 @@
+"""Metrics, partial training and final training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from facenas.errors import ConfigError, InvalidInput
+from facenas.pipeline import DatasetSplits, partial_train_arch
+from facenas.space import HgnetSearchSpace, SearchSpaceParams
+from facenas.train import TrainingConfig, confusion_matrix, miou_archai, miou_global
+from facenas.train.final import train_final
+from facenas.train.metrics import SegmentationMeter, class_iou_archai
+
+SMALL = SearchSpaceParams(img_size=(64, 64))
+#: A small fixed architecture: fast to train on 2 CPU cores.
+TINY_ARCH = {
+    "stem_stride": 2,
+    "base_ch": 16,
+    "hourglasses": {
+        "_config_type": "config_list",
+        "_share_arch": False,
+        "_repeat_times": 1,
+        "_configs": {
+            "0": {
+                "downsample_blocks": {
+                    "_config_type": "config_list",
+                    "_share_arch": False,
+                    "_repeat_times": 3,
+                    "_configs": {
+                        str(i): {
+                            "layers": {
+                                "_config_type": "config_list",
+                                "_share_arch": False,
+                                "_repeat_times": 1,
+                                "_configs": {"0": {"op": "conv3x3"}},
+                            },
+                            "ch_expansion_factor": 1.5,
+                        }
+                        for i in range(3)
+                    },
+                },
+                "skip_blocks": {
+                    "_config_type": "config_list",
+                    "_share_arch": False,
+                    "_repeat_times": 2,
+                    "_configs": {
+                        str(i): {
+                            "layers": {
+                                "_config_type": "config_list",
+                                "_share_arch": False,
+                                "_repeat_times": 0,
+                                "_configs": {"0": {"op": "conv3x3"}},
+                            }
+                        }
+                        for i in range(2)
+                    },
+                },
+                "upsample_blocks": {
+                    "_config_type": "config_list",
+                    "_share_arch": False,
+                    "_repeat_times": 2,
+                    "_configs": {
+                        str(i): {
+                            "layers": {
+                                "_config_type": "config_list",
+                                "_share_arch": False,
+                                "_repeat_times": 1,
+                                "_configs": {"0": {"op": "conv3x3"}},
+                            }
+                        }
+                        for i in range(2)
+                    },
+                },
+            }
+        },
+    },
+    "post_upsample_layers": {
+        "_config_type": "config_list",
+        "_share_arch": False,
+        "_repeat_times": 1,
+        "_configs": {"0": {"op": "conv3x3"}},
+    },
+}
+
+
+def test_confusion_matrix_ignores_255() -> None:
+    target = torch.tensor([[0, 1, 255], [2, 2, 1]])
+    pred = torch.tensor([[0, 2, 1], [2, 2, 1]])
+    cm = confusion_matrix(pred, target, 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 2]]
+
+
+def test_archai_miou_counts_absent_classes_as_one() -> None:
+    cm = torch.zeros(4, 4, dtype=torch.int64)
+    cm[0, 0] = 10
+    cm[1, 0] = 10  # class 1 always predicted as 0
+    iou = class_iou_archai(cm)
+    assert iou[0] == pytest.approx(0.5)
+    assert iou[1] == pytest.approx(0.0, abs=1e-6)
+    assert iou[2] == pytest.approx(1.0) and iou[3] == pytest.approx(1.0)
+    assert miou_archai(cm) == pytest.approx(2.5 / 4)
+    assert miou_global(cm) == pytest.approx(0.25)  # absent classes do not count
+
+
+def test_meter_archai_mean_is_over_batches() -> None:
+    meter = SegmentationMeter(2)
+    perfect = torch.tensor([[[[5.0]], [[0.0]]]])  # predicts class 0
+    meter.update(perfect, torch.tensor([[[0]]]))
+    meter.update(perfect, torch.tensor([[[1]]]))
+    assert meter.batch_mious == [pytest.approx(1.0), pytest.approx(0.0, abs=1e-6)]
+    assert meter.archai_miou == pytest.approx(0.5)
+    assert meter.global_miou == pytest.approx(0.25)
+
+
+def test_training_config_validation_lists_every_problem() -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainingConfig(batch_size=0, learning_rate=-1, device="tpu")
+    assert len(info.value.problems) == 3
+    assert TrainingConfig(steps=7).total_steps(100) == 7
+    assert TrainingConfig(epochs=0.5).total_steps(10) == 5
+
+
+def test_partial_training_lowers_loss_and_raises_miou(synth_dataset: Path) -> None:
+    space = HgnetSearchSpace(SMALL)
+    arch = space.from_document(TINY_ARCH)
+    data = DatasetSplits.open(synth_dataset, (64, 64), val_fraction=0.2)
+    untrained = partial_train_arch(
+        arch, SMALL, data, TrainingConfig(learning_rate=1e-9, steps=1, batch_size=8)
+    )
+    trained = partial_train_arch(
+        arch, SMALL, data, TrainingConfig(learning_rate=3e-3, steps=60, batch_size=8)
+    )
+    assert trained.last_loss < 0.7 * trained.first_loss
+    assert trained.val_miou_global > untrained.val_miou_global + 0.05
+    assert trained.val_miou > untrained.val_miou
+    assert trained.steps == 60 and trained.device == "cpu"
+
+
+def test_partial_training_is_deterministic_per_seed(synth_dataset: Path) -> None:
+    arch = HgnetSearchSpace(SMALL).from_document(TINY_ARCH)
+    data = DatasetSplits.open(synth_dataset, (64, 64), val_fraction=0.2)
+    config = TrainingConfig(steps=3, batch_size=4, max_eval_batches=1)
+    first = partial_train_arch(arch, SMALL, data, config)
+    second = partial_train_arch(arch, SMALL, data, config)
+    assert first.losses == second.losses
+    assert first.val_miou == second.val_miou
+
+
+def test_final_training_resumes_and_exports(synth_dataset: Path, tmp_path: Path) -> None:
+    space = HgnetSearchSpace(SMALL)
+    arch = space.from_document(TINY_ARCH)
+    data = DatasetSplits.open(synth_dataset, (64, 64), val_fraction=0.2)
+    config = TrainingConfig(batch_size=16, learning_rate=1e-3, max_eval_batches=1)
+    out = tmp_path / "final"
+    first = train_final(arch, SMALL, data.train, data.val, out, 1, config)
+    assert first.resumed_from == 0 and len(first.history) == 1
+    second = train_final(arch, SMALL, data.train, data.val, out, 2, config)
+    assert second.resumed_from == 1
+    assert [r["epoch"] for r in second.history] == [1, 2]
+    assert (out / "checkpoints" / "epoch_002.ckpt").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["archid"] == arch.archid and math.isfinite(metrics["history"][-1]["val_miou"])
+    assert (out / "model.onnx").stat().st_size > 0 and (out / "model.ckpt").exists()
+    assert space.load(out / "arch.json").archid == arch.archid
+    other = space.random_sample()
+    with pytest.raises(InvalidInput, match="belongs to architecture"):
+        train_final(other, SMALL, data.train, data.val, out, 3, config)
