@@ -1,0 +1,1 @@
+"""Thin gRPC servers, one package per service."""
