@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -26,11 +26,11 @@ DEMO_PARAM_RANGE = ParamRange(1e5, 2e6)
 @dataclass(frozen=True)
 class DemoSettings:
     workdir: Path
-    count: int = 160
-    img_size: int = 128
-    archs: int = 4
-    steps: int = 25
-    batch_size: int = 8
+    count: int = 240
+    img_size: int = 64
+    archs: int = 5
+    steps: int = 80
+    batch_size: int = 16
     seed: int = 0
 
 
@@ -49,7 +49,22 @@ def _dataset(settings: DemoSettings, console: Console) -> Path:
     return data_dir
 
 
-def run_demo(settings: DemoSettings, console: Console) -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class DemoRow:
+    """One architecture's figures."""
+
+    archid: str
+    params: int
+    latency_s: float
+    latency_cv: float
+    val_miou: float
+    val_miou_global: float
+    loss_first: float
+    loss_last: float
+    train_s: float
+
+
+def run_demo(settings: DemoSettings, console: Console) -> list[DemoRow]:
     """Run the demo and return one row per architecture (also written to ``results.json``)."""
     base = load_search_space_params()
     size = [settings.img_size, settings.img_size]
@@ -60,49 +75,50 @@ def run_demo(settings: DemoSettings, console: Console) -> list[dict[str, object]
     archs_dir.mkdir(parents=True, exist_ok=True)
     config = TrainingConfig(batch_size=settings.batch_size, steps=settings.steps, seed=settings.seed)
     protocol = LatencyProtocol(rounds=5, max_seconds=20.0)
-    rows: list[dict[str, object]] = []
+    rows: list[DemoRow] = []
     for index in range(settings.archs):
         arch = space.sample_valid(DEMO_PARAM_RANGE)
         space.save(arch, archs_dir)
-        with console.status(
-            f"[{index + 1}/{settings.archs}] {arch.archid[:12]}: training {settings.steps} steps"
-        ):
+        tag = f"[{index + 1}/{settings.archs}] {arch.archid}"
+        with console.status(f"{tag}: training {settings.steps} steps"):
             trained = partial_train_arch(arch, params, data, config)
-        with console.status(f"[{index + 1}/{settings.archs}] {arch.archid[:12]}: measuring latency"):
+        with console.status(f"{tag}: measuring latency"):
             latency = measure_arch_latency(arch, params, protocol)
-        rows.append(
-            {
-                "archid": arch.archid,
-                "params": space.num_parameters(arch),
-                "latency_s": latency.median_s,
-                "latency_cv": latency.cv,
-                "val_miou": trained.val_miou,
-                "val_miou_global": trained.val_miou_global,
-                "loss_first": trained.first_loss,
-                "loss_last": trained.last_loss,
-                "train_s": trained.train_seconds,
-            }
+        row = DemoRow(
+            archid=arch.archid,
+            params=space.num_parameters(arch),
+            latency_s=latency.median_s,
+            latency_cv=latency.cv,
+            val_miou=trained.val_miou,
+            val_miou_global=trained.val_miou_global,
+            loss_first=trained.first_loss,
+            loss_last=trained.last_loss,
+            train_s=trained.train_seconds,
         )
+        rows.append(row)
         console.print(
-            f"[{index + 1}/{settings.archs}] {arch.archid}: loss {trained.first_loss:.3f} -> "
-            f"{trained.last_loss:.3f}, mIOU {trained.val_miou:.3f}, latency {latency.median_s * 1e3:.2f} ms"
+            f"{tag}: loss {row.loss_first:.3f} -> {row.loss_last:.3f}, "
+            f"mIOU {row.val_miou:.3f}, latency {row.latency_s * 1e3:.2f} ms"
         )
-    (settings.workdir / "results.json").write_text(json.dumps(rows, indent=2))
+    results = settings.workdir / "results.json"
+    results.write_text(json.dumps([asdict(r) for r in rows], indent=2))
     console.print(_table(rows, settings))
+    console.print(f"architectures in {archs_dir}, figures in {results}")
     return rows
 
 
-def _table(rows: list[dict[str, object]], settings: DemoSettings) -> Table:
-    table = Table(title=f"facenas demo: {settings.steps} steps at {settings.img_size}px, CPU ONNX latency")
+def _table(rows: list[DemoRow], settings: DemoSettings) -> Table:
+    title = f"facenas demo: {settings.steps} training steps at {settings.img_size}px, CPU ONNX latency"
+    table = Table(title=title)
     for column in ("archid", "params", "latency (ms)", "CV", "val mIOU", "global mIOU"):
-        table.add_column(column, justify="left" if column == "archid" else "right")
-    for row in rows:
+        table.add_column(column, justify="left" if column == "archid" else "right", no_wrap=True)
+    for row in sorted(rows, key=lambda r: r.latency_s):
         table.add_row(
-            str(row["archid"]),
-            f"{row['params']:,}",
-            f"{float(row['latency_s']) * 1e3:.2f}",  # type: ignore[arg-type]
-            f"{float(row['latency_cv']):.1%}",  # type: ignore[arg-type]
-            f"{float(row['val_miou']):.3f}",  # type: ignore[arg-type]
-            f"{float(row['val_miou_global']):.3f}",  # type: ignore[arg-type]
+            row.archid,
+            f"{row.params:,}",
+            f"{row.latency_s * 1e3:.2f}",
+            f"{row.latency_cv:.1%}",
+            f"{row.val_miou:.3f}",
+            f"{row.val_miou_global:.3f}",
         )
     return table

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from facenas.data.facesynth import FaceSyntheticsDataset
 from facenas.latency import LatencyProtocol, LatencyResult, measure_onnx_latency
 from facenas.model import OnnxExport, build_model, export_onnx
@@ -65,5 +67,6 @@ def partial_train_arch(
 ) -> TrainResult:
     """Archai's partial-training objective for ``arch`` on ``data``."""
     check_input_size(arch.spec, data.train.img_size)
+    torch.manual_seed(config.seed)  # weight initialisation is part of the seeded recipe
     model = build_model(arch.spec, params.num_classes, params.in_channels)
     return partial_train(model, data.train, data.val, config, params.num_classes, on_step)

@@ -112,15 +112,15 @@ def train(
 @user_errors
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where data and outputs go.")] = Path("runs/demo"),
-    count: Annotated[int, typer.Option(min=8, max=100_000, help="Synthetic frames.")] = 160,
-    img_size: Annotated[int, typer.Option(min=64, max=512, help="Training/latency image side.")] = 128,
-    archs: Annotated[int, typer.Option(min=1, max=100, help="Architectures to sample.")] = 4,
-    steps: Annotated[int, typer.Option(min=1, max=100_000, help="Partial-training steps per arch.")] = 25,
-    batch_size: Annotated[int, typer.Option(min=1, max=256)] = 8,
+    count: Annotated[int, typer.Option(min=8, max=100_000, help="Synthetic frames.")] = 240,
+    img_size: Annotated[int, typer.Option(min=64, max=512, help="Training/latency image side.")] = 64,
+    archs: Annotated[int, typer.Option(min=1, max=100, help="Architectures to sample.")] = 5,
+    steps: Annotated[int, typer.Option(min=1, max=100_000, help="Partial-training steps per arch.")] = 80,
+    batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
     seed: int = 0,
 ) -> None:
     """Generate data, sample architectures, partially train and measure each, print a table."""
     from facenas.demo import DemoSettings, run_demo
 
     settings = DemoSettings(workdir, count, img_size, archs, steps, batch_size, seed)
-    run_demo(settings, console)
+    run_demo(settings, Console(width=max(console.width, 120)))
