@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,74 +18,38 @@ from facenas.train.final import train_final
 from facenas.train.metrics import SegmentationMeter, class_iou_archai
 
 SMALL = SearchSpaceParams(img_size=(64, 64))
-#: A small fixed architecture: fast to train on 2 CPU cores.
-TINY_ARCH = {
+
+
+def _config_list(slots: list[dict[str, Any]], repeat: int | None = None) -> dict[str, Any]:
+    """Archai's ``config_list`` envelope around ``slots``."""
+    return {
+        "_config_type": "config_list",
+        "_share_arch": False,
+        "_repeat_times": len(slots) if repeat is None else repeat,
+        "_configs": {str(i): slot for i, slot in enumerate(slots)},
+    }
+
+
+def _layers(count: int) -> dict[str, Any]:
+    return {"layers": _config_list([{"op": "conv3x3"}], repeat=count)}
+
+
+#: A small fixed architecture (3 downsample blocks, one conv each): fast to train on 2 CPU cores.
+TINY_ARCH: dict[str, Any] = {
     "stem_stride": 2,
     "base_ch": 16,
-    "hourglasses": {
-        "_config_type": "config_list",
-        "_share_arch": False,
-        "_repeat_times": 1,
-        "_configs": {
-            "0": {
-                "downsample_blocks": {
-                    "_config_type": "config_list",
-                    "_share_arch": False,
-                    "_repeat_times": 3,
-                    "_configs": {
-                        str(i): {
-                            "layers": {
-                                "_config_type": "config_list",
-                                "_share_arch": False,
-                                "_repeat_times": 1,
-                                "_configs": {"0": {"op": "conv3x3"}},
-                            },
-                            "ch_expansion_factor": 1.5,
-                        }
-                        for i in range(3)
-                    },
-                },
-                "skip_blocks": {
-                    "_config_type": "config_list",
-                    "_share_arch": False,
-                    "_repeat_times": 2,
-                    "_configs": {
-                        str(i): {
-                            "layers": {
-                                "_config_type": "config_list",
-                                "_share_arch": False,
-                                "_repeat_times": 0,
-                                "_configs": {"0": {"op": "conv3x3"}},
-                            }
-                        }
-                        for i in range(2)
-                    },
-                },
-                "upsample_blocks": {
-                    "_config_type": "config_list",
-                    "_share_arch": False,
-                    "_repeat_times": 2,
-                    "_configs": {
-                        str(i): {
-                            "layers": {
-                                "_config_type": "config_list",
-                                "_share_arch": False,
-                                "_repeat_times": 1,
-                                "_configs": {"0": {"op": "conv3x3"}},
-                            }
-                        }
-                        for i in range(2)
-                    },
-                },
+    "hourglasses": _config_list(
+        [
+            {
+                "downsample_blocks": _config_list(
+                    [{**_layers(1), "ch_expansion_factor": 1.5} for _ in range(3)]
+                ),
+                "skip_blocks": _config_list([_layers(0) for _ in range(2)]),
+                "upsample_blocks": _config_list([_layers(1) for _ in range(2)]),
             }
-        },
-    },
-    "post_upsample_layers": {
-        "_config_type": "config_list",
-        "_share_arch": False,
-        "_repeat_times": 1,
-        "_configs": {"0": {"op": "conv3x3"}},
-    },
+        ]
+    ),
+    "post_upsample_layers": _config_list([{"op": "conv3x3"}]),
 }
 
 
