@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.facenas-installed
 
-.PHONY: setup test lint typecheck unit demo bench clean
+.PHONY: setup test lint typecheck unit demo bench clean protos
 
 setup: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps archai==1.0.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
+
+# Generated code is committed; tests/unit/test_protos.py fails when it drifts from protos/.
+protos: setup
+	$(BIN)/python -m facenas.protogen
 
 lint: setup
 	$(BIN)/ruff check .

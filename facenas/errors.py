@@ -46,3 +46,19 @@ class MeasurementError(FacenasError):
 
 class ExportError(FacenasError):
     """ONNX export failed, or the exported graph disagrees with the torch model."""
+
+
+class NotFound(FacenasError):  # noqa: N818 - mapped to NOT_FOUND
+    """The requested record does not exist."""
+
+
+class Conflict(InvalidInput):
+    """An immutable record was re-written with different data (mapped to ALREADY_EXISTS)."""
+
+
+class Unavailable(FacenasError):  # noqa: N818 - mapped to UNAVAILABLE
+    """A dependency (database, worker, device) cannot be reached right now; retrying may help."""
+
+
+class Cancelled(FacenasError):  # noqa: N818 - mapped to CANCELLED
+    """The work was cancelled (by the caller, a deadline or a shutdown)."""

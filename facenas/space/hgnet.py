@@ -234,3 +234,16 @@ def _check_choices(tree: Mapping[str, Any], doc: Mapping[str, Any], path: str) -
             _check_choices(node, value, field)
         elif value != node:
             raise ArchSpecError(field, f"must be {node!r}, got {value!r}")
+
+
+def arch_with_id(document: str | Mapping[str, Any], archid: str, num_classes: int, in_channels: int) -> Arch:
+    """Validate a document into an :class:`Arch` carrying a caller-given archid (no space needed).
+
+    For workers, which build and measure what the searcher sends and key results by the searcher's archid.
+    """
+    from archai.discrete_search.search_spaces.config.arch_config import build_arch_config
+
+    doc = parse_arch_document(document)
+    spec = read_spec(build_arch_config(doc))
+    check_size(spec, num_classes, in_channels)
+    return Arch(archid=archid, spec=spec, document=doc)

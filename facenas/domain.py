@@ -1,0 +1,172 @@
+"""Domain records shared by the store, the searcher and the workers (torch-free).
+
+An evaluation is identified by :class:`EvalKey` = (archid, objective, budget, target): the same
+architecture measured on another host, at another image size or with another training budget is a
+different evaluation, so results from different setups are never silently mixed.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Direction(enum.StrEnum):
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A named objective (Archai's names), its direction, unit and the service kind measuring it."""
+
+    name: str
+    direction: Direction
+    unit: str
+    service: str  # "trainer", "latency_cpu" or "latency_snp"
+
+
+OBJECTIVES: Mapping[str, ObjectiveSpec] = {
+    spec.name: spec
+    for spec in (
+        ObjectiveSpec("Partial Training Val. IOU", Direction.MAXIMIZE, "miou", "trainer"),
+        ObjectiveSpec("CPU ONNX Latency (s)", Direction.MINIMIZE, "s", "latency_cpu"),
+        ObjectiveSpec("SNP Quantized Latency (s)", Direction.MINIMIZE, "s", "latency_snp"),
+    )
+}
+
+
+class SearchStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (SearchStatus.COMPLETED, SearchStatus.CANCELLED, SearchStatus.FAILED)
+
+
+def canonical_json(data: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces): equal data gives equal text."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class EvalKey:
+    """What was measured: ``budget`` and ``target`` are canonical strings, e.g.
+    ``budget = "bs=16,img=64x64,lr=0.0002,steps=80"`` and ``target = "cpu/3f2a9c1b07de/t1"``."""
+
+    archid: str
+    objective: str
+    budget: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One measured value with its unit and everything the worker reported about how it was made."""
+
+    key: EvalKey
+    value: float
+    unit: str
+    details: Mapping[str, Any] = field(default_factory=dict)  # JSON-serialisable
+    worker: str = ""
+    seconds: float = 0.0  # wall time the worker spent
+    created_at: float = 0.0  # unix seconds, set by the store when 0
+
+
+@dataclass(frozen=True)
+class ArchRecord:
+    """An architecture as Archai's JSON document, with its archid and parameter count."""
+
+    archid: str
+    document: str  # Archai arch JSON text
+    params: int
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """A search: its config (YAML/JSON text as submitted), status and timestamps."""
+
+    search_id: str
+    name: str
+    config: str
+    status: SearchStatus
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An architecture proposed within a search (a member of the search's history)."""
+
+    search_id: str
+    archid: str
+    iteration: int
+    parents: tuple[str, ...] = ()
+    proposed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """Search state after iteration ``iteration``: the Pareto front, hypervolume, algorithm state."""
+
+    search_id: str
+    iteration: int
+    pareto: tuple[str, ...]
+    hypervolume: float
+    state: Mapping[str, Any]  # algorithm-specific, JSON-serialisable (e.g. RNG state, population)
+    walltime_s: float = 0.0
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a search's event log; ``seq`` increases by one per search, from 1."""
+
+    search_id: str
+    seq: int
+    kind: str
+    payload: Mapping[str, Any]
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A training budget (steps, or epochs when ``steps`` is 0) and the recipe around it."""
+
+    steps: int = 0
+    epochs: float = 1.0
+    batch_size: int = 16
+    learning_rate: float = 2e-4
+    seed: int = 0
+    max_eval_batches: int = 0  # 0 = whole validation split
+
+    def key(self, img_size: tuple[int, int]) -> str:
+        """Canonical string for cache keys; equal budgets give equal strings."""
+        amount = f"steps={self.steps}" if self.steps else f"epochs={self.epochs:g}"
+        parts = [
+            amount,
+            f"bs={self.batch_size}",
+            f"lr={self.learning_rate:g}",
+            f"seed={self.seed}",
+            f"img={img_size[0]}x{img_size[1]}",
+        ]
+        if self.max_eval_batches:
+            parts.append(f"evalb={self.max_eval_batches}")
+        return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class EvalSpace:
+    """What a worker needs to build and feed a model: classes, channels, image size (w, h)."""
+
+    num_classes: int = 18
+    in_channels: int = 3
+    img_size: tuple[int, int] = (256, 256)

@@ -1,0 +1,158 @@
+"""proto <-> domain conversion for store records (used by the store servicer and its client)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from facenas.domain import (
+    ArchRecord,
+    Candidate,
+    EvalKey,
+    Evaluation,
+    Event,
+    IterationRecord,
+    SearchRecord,
+    SearchStatus,
+)
+from facenas.errors import InvalidInput
+from facenas.v1 import store_pb2
+
+_STATUS_TO_PROTO = {
+    SearchStatus.PENDING: store_pb2.SEARCH_STATUS_PENDING,
+    SearchStatus.RUNNING: store_pb2.SEARCH_STATUS_RUNNING,
+    SearchStatus.COMPLETED: store_pb2.SEARCH_STATUS_COMPLETED,
+    SearchStatus.CANCELLED: store_pb2.SEARCH_STATUS_CANCELLED,
+    SearchStatus.FAILED: store_pb2.SEARCH_STATUS_FAILED,
+}
+_STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+
+
+def _loads(text: str, field: str) -> Any:
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InvalidInput(f"{field}: not valid JSON ({err.msg})") from err
+
+
+def status_to_proto(status: SearchStatus) -> store_pb2.SearchStatus.ValueType:
+    return _STATUS_TO_PROTO[status]
+
+
+def status_from_proto(value: int) -> SearchStatus:
+    try:
+        return _STATUS_FROM_PROTO[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidInput(f"status: {value} is not a search status") from None
+
+
+def search_to_proto(r: SearchRecord) -> store_pb2.SearchRecord:
+    return store_pb2.SearchRecord(
+        search_id=r.search_id,
+        name=r.name,
+        config=r.config,
+        status=status_to_proto(r.status),
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        error=r.error,
+    )
+
+
+def search_from_proto(m: store_pb2.SearchRecord) -> SearchRecord:
+    return SearchRecord(
+        m.search_id, m.name, m.config, status_from_proto(m.status), m.created_at, m.updated_at, m.error
+    )
+
+
+def arch_to_proto(r: ArchRecord) -> store_pb2.ArchRecord:
+    return store_pb2.ArchRecord(archid=r.archid, document=r.document, params=r.params)
+
+
+def arch_from_proto(m: store_pb2.ArchRecord) -> ArchRecord:
+    return ArchRecord(m.archid, m.document, m.params)
+
+
+def candidate_to_proto(r: Candidate) -> store_pb2.Candidate:
+    return store_pb2.Candidate(
+        search_id=r.search_id,
+        archid=r.archid,
+        iteration=r.iteration,
+        parents=list(r.parents),
+        proposed_at=r.proposed_at,
+    )
+
+
+def candidate_from_proto(m: store_pb2.Candidate) -> Candidate:
+    return Candidate(m.search_id, m.archid, m.iteration, tuple(m.parents), m.proposed_at)
+
+
+def key_to_proto(k: EvalKey) -> store_pb2.EvalKey:
+    return store_pb2.EvalKey(archid=k.archid, objective=k.objective, budget=k.budget, target=k.target)
+
+
+def key_from_proto(m: store_pb2.EvalKey) -> EvalKey:
+    return EvalKey(m.archid, m.objective, m.budget, m.target)
+
+
+def evaluation_to_proto(r: Evaluation) -> store_pb2.Evaluation:
+    return store_pb2.Evaluation(
+        key=key_to_proto(r.key),
+        value=r.value,
+        unit=r.unit,
+        details_json=json.dumps(dict(r.details), sort_keys=True, default=str),
+        worker=r.worker,
+        seconds=r.seconds,
+        created_at=r.created_at,
+    )
+
+
+def evaluation_from_proto(m: store_pb2.Evaluation) -> Evaluation:
+    return Evaluation(
+        key_from_proto(m.key),
+        m.value,
+        m.unit,
+        _loads(m.details_json, "details_json"),
+        m.worker,
+        m.seconds,
+        m.created_at,
+    )
+
+
+def iteration_to_proto(r: IterationRecord) -> store_pb2.IterationRecord:
+    return store_pb2.IterationRecord(
+        search_id=r.search_id,
+        iteration=r.iteration,
+        pareto=list(r.pareto),
+        hypervolume=r.hypervolume,
+        state_json=json.dumps(dict(r.state), sort_keys=True),
+        walltime_s=r.walltime_s,
+        created_at=r.created_at,
+    )
+
+
+def iteration_from_proto(m: store_pb2.IterationRecord) -> IterationRecord:
+    return IterationRecord(
+        m.search_id,
+        m.iteration,
+        tuple(m.pareto),
+        m.hypervolume,
+        _loads(m.state_json, "state_json"),
+        m.walltime_s,
+        m.created_at,
+    )
+
+
+def event_to_proto(r: Event) -> store_pb2.Event:
+    return store_pb2.Event(
+        search_id=r.search_id,
+        seq=r.seq,
+        kind=r.kind,
+        payload_json=json.dumps(dict(r.payload), sort_keys=True, default=str),
+        created_at=r.created_at,
+    )
+
+
+def event_from_proto(m: store_pb2.Event) -> Event:
+    return Event(m.search_id, m.seq, m.kind, _loads(m.payload_json, "payload_json"), m.created_at)

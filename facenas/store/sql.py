@@ -1,0 +1,591 @@
+"""The SQL store on SQLAlchemy 2: one implementation for SQLite (embedded) and PostgreSQL.
+
+* Writes are *insert-or-compare*: ``INSERT ... ON CONFLICT DO NOTHING``, then the stored row is read back
+  in the same transaction and compared with the request; timestamps the store assigns are not compared.
+* Event ``seq`` numbers come from a per-search counter (``searches.last_seq``) bumped with
+  ``UPDATE ... RETURNING`` in the transaction that inserts the event, so they are gap-free under
+  concurrent appenders (a PostgreSQL row lock; SQLite write transactions start with ``BEGIN IMMEDIATE``).
+* SQLite runs in WAL mode with ``synchronous=FULL``, a 30 s busy timeout and foreign keys on; several
+  processes may open the same file. SQLite stores NaN as NULL; measurement columns read NULL back as NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    RowMapping,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.sql.expression import ColumnElement, Executable, and_
+
+from facenas.domain import (
+    ArchRecord,
+    Candidate,
+    EvalKey,
+    Evaluation,
+    Event,
+    IterationRecord,
+    SearchRecord,
+    SearchStatus,
+    canonical_json,
+)
+from facenas.errors import InvalidInput
+from facenas.store.base import NotFound, Store, StoreConflict, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ACCEPTED_URLS = (
+    "sqlite:///path/to/file.db, postgresql://user@host:port/db, "
+    "postgresql+psycopg://user@host:port/db, or a bare file path (SQLite)"
+)
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE = "facenas_write"  # connection execution option: SQLite write transactions BEGIN IMMEDIATE
+_PG_SCHEMA_LOCK = 0x66616365  # advisory lock serialising schema creation across processes
+_CHUNK = 500  # ids per IN (...) list
+
+
+class SchemaVersionError(StoreUnavailable):
+    """The database was written by a newer facenas (a newer schema version)."""
+
+
+class _Float(TypeDecorator[float]):
+    """A double whose NULL reads back as NaN (SQLite stores NaN as NULL)."""
+
+    impl = Double
+    cache_ok = True
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> float | None:
+        return math.nan if value is None else float(value)
+
+
+_Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+)
+searches = Table(
+    "searches",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("search_id", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("config", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Index("ix_searches_created", "created_at", "id"),
+)
+archs = Table(
+    "archs",
+    metadata,
+    Column("archid", Text, primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("params", BigInteger, nullable=False),
+)
+candidates = Table(
+    "candidates",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("search_id", Text, ForeignKey("searches.search_id"), nullable=False),
+    Column("archid", Text, nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("parents", Text, nullable=False),  # JSON list
+    Column("proposed_at", Double, nullable=False),
+    UniqueConstraint("search_id", "archid", name="uq_candidates_search_arch"),
+    Index("ix_candidates_search_order", "search_id", "id"),
+)
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("archid", Text, nullable=False),
+    Column("objective", Text, nullable=False),
+    Column("budget", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("value", _Float, nullable=True),
+    Column("unit", Text, nullable=False),
+    Column("details", Text, nullable=False),  # canonical JSON
+    Column("worker", Text, nullable=False),
+    Column("seconds", _Float, nullable=True),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("archid", "objective", "budget", "target", name="uq_evaluations_key"),
+)
+iterations = Table(
+    "iterations",
+    metadata,
+    Column("search_id", Text, ForeignKey("searches.search_id"), primary_key=True),
+    Column("iteration", Integer, primary_key=True, autoincrement=False),
+    Column("pareto", Text, nullable=False),  # JSON list
+    Column("hypervolume", _Float, nullable=True),
+    Column("state", Text, nullable=False),  # canonical JSON
+    Column("walltime_s", _Float, nullable=True),
+    Column("created_at", Double, nullable=False),
+)
+events = Table(
+    "events",
+    metadata,
+    Column("search_id", Text, ForeignKey("searches.search_id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # canonical JSON
+    Column("created_at", Double, nullable=False),
+)
+
+
+# --- helpers ---
+def normalise_url(url: str | URL) -> URL:
+    """Parse a store URL; ``postgresql://`` gets the psycopg driver. Unsupported URLs: InvalidInput."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise InvalidInput(f"invalid store URL {url!r}; accepted: {ACCEPTED_URLS}") from exc
+    if parsed.drivername in ("postgresql", "postgresql+psycopg"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+            raise InvalidInput(f"SQLite store needs a file path, got {url!r}; accepted: {ACCEPTED_URLS}")
+        return parsed
+    raise InvalidInput(f"unsupported store URL {parsed.render_as_string()!r}; accepted: {ACCEPTED_URLS}")
+
+
+def _now(ts: float) -> float:
+    """``ts`` unless it is unset (0) or not finite, then the current time."""
+    return ts if ts and math.isfinite(ts) else time.time()
+
+
+def _json(data: Any, what: str) -> str:
+    try:
+        return canonical_json(data)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exact equality, with NaN equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _match(table: Table, values: Mapping[str, Any], key: Sequence[str]) -> ColumnElement[bool]:
+    return and_(*(table.c[k] == values[k] for k in key))
+
+
+# --- row -> record ---
+def _to_search(r: RowMapping) -> SearchRecord:
+    return SearchRecord(
+        search_id=r["search_id"],
+        name=r["name"],
+        config=r["config"],
+        status=SearchStatus(r["status"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        error=r["error"],
+    )
+
+
+def _to_arch(r: RowMapping) -> ArchRecord:
+    return ArchRecord(archid=r["archid"], document=r["document"], params=r["params"])
+
+
+def _to_candidate(r: RowMapping) -> Candidate:
+    return Candidate(
+        search_id=r["search_id"],
+        archid=r["archid"],
+        iteration=r["iteration"],
+        parents=tuple(_loads(r["parents"])),
+        proposed_at=r["proposed_at"],
+    )
+
+
+def _to_evaluation(r: RowMapping) -> Evaluation:
+    return Evaluation(
+        key=EvalKey(r["archid"], r["objective"], r["budget"], r["target"]),
+        value=r["value"],
+        unit=r["unit"],
+        details=_loads(r["details"]),
+        worker=r["worker"],
+        seconds=r["seconds"],
+        created_at=r["created_at"],
+    )
+
+
+def _to_iteration(r: RowMapping) -> IterationRecord:
+    return IterationRecord(
+        search_id=r["search_id"],
+        iteration=r["iteration"],
+        pareto=tuple(_loads(r["pareto"])),
+        hypervolume=r["hypervolume"],
+        state=_loads(r["state"]),
+        walltime_s=r["walltime_s"],
+        created_at=r["created_at"],
+    )
+
+
+def _to_event(r: RowMapping) -> Event:
+    return Event(
+        search_id=r["search_id"],
+        seq=r["seq"],
+        kind=r["kind"],
+        payload=_loads(r["payload"]),
+        created_at=r["created_at"],
+    )
+
+
+def _loads(textual: str) -> Any:
+    return json.loads(textual)
+
+
+# --- engines ---
+def _sqlite_engine(url: URL) -> Engine:
+    assert url.database is not None
+    Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _postgres_engine(url: URL) -> Engine:
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+class SqlStore(Store):
+    """:class:`Store` on a SQLAlchemy engine (SQLite file or PostgreSQL via psycopg 3)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._url = engine.url.render_as_string(hide_password=True)
+        self._init_schema()
+        log.info("opened store %s (schema v%d)", self._url, SCHEMA_VERSION)
+
+    @classmethod
+    def from_url(cls, url: str | URL) -> SqlStore:
+        """Open ``sqlite:///path/file.db`` or ``postgresql+psycopg://user@host:port/db``."""
+        parsed = normalise_url(url)
+        engine = (
+            _postgres_engine(parsed) if parsed.drivername.startswith("postgresql") else _sqlite_engine(parsed)
+        )
+        try:
+            return cls(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+
+    @property
+    def url(self) -> str:
+        """The database URL, password masked."""
+        return self._url
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # --- plumbing ---
+    @contextmanager
+    def _tx(self, write: bool = False) -> Iterator[Connection]:
+        """One transaction; database errors become StoreUnavailable / InvalidInput."""
+        try:
+            with self._engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{_WRITE: True})
+                with conn.begin():
+                    yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            log.warning("store %s unavailable: %s", self._url, exc)
+            raise StoreUnavailable(f"store {self._url} unavailable: {getattr(exc, 'orig', exc)}") from exc
+        except sa_exc.DataError as exc:
+            raise InvalidInput(f"value rejected by store {self._url}: {exc.orig}") from exc
+
+    def _init_schema(self) -> None:
+        with self._tx(write=True) as conn:
+            if self._postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
+            metadata.create_all(conn)
+            conn.execute(self._insert_ignore(schema_version, {"id": 1, "version": SCHEMA_VERSION}, ["id"]))
+            version = conn.execute(select(schema_version.c.version)).scalar_one()
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"store {self._url} has schema version {version}, newer than the {SCHEMA_VERSION} this "
+                "facenas supports; upgrade facenas"
+            )
+
+    def _insert_ignore(self, table: Table, values: Mapping[str, Any], key: Sequence[str]) -> Executable:
+        if self._postgres:
+            return postgresql.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
+        return sqlite.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
+
+    def _insert_or_compare(
+        self,
+        conn: Connection,
+        table: Table,
+        values: Mapping[str, Any],
+        key: Sequence[str],
+        compared: Iterable[str],
+    ) -> RowMapping:
+        """Insert unless the key exists; return the stored row, StoreConflict if it differs."""
+        conn.execute(self._insert_ignore(table, values, key))
+        row = conn.execute(select(table).where(_match(table, values, key))).mappings().one()
+        differs = [c for c in compared if not _same(row[c], values[c])]
+        if differs:
+            what = ", ".join(f"{k}={values[k]!r}" for k in key)
+            raise StoreConflict(
+                f"{table.name} ({what}) is already stored with different {', '.join(differs)}"
+            )
+        return row
+
+    def _require_search(self, conn: Connection, search_id: str) -> None:
+        found = conn.execute(select(searches.c.id).where(searches.c.search_id == search_id)).first()
+        if found is None:
+            raise NotFound(f"search {search_id!r} not found")
+
+    # --- searches ---
+    def create_search(self, search_id: str, name: str, config: str) -> SearchRecord:
+        now = time.time()
+        values = {
+            "search_id": search_id,
+            "name": name,
+            "config": config,
+            "status": SearchStatus.PENDING.value,
+            "error": "",
+            "created_at": now,
+            "updated_at": now,
+            "last_seq": 0,
+        }
+        with self._tx(write=True) as conn:
+            row = self._insert_or_compare(conn, searches, values, ["search_id"], ["name", "config"])
+        return _to_search(row)
+
+    def get_search(self, search_id: str) -> SearchRecord:
+        with self._tx() as conn:
+            row = conn.execute(select(searches).where(searches.c.search_id == search_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"search {search_id!r} not found")
+        return _to_search(row)
+
+    def list_searches(self) -> list[SearchRecord]:
+        with self._tx() as conn:
+            rows = conn.execute(select(searches).order_by(searches.c.created_at, searches.c.id)).mappings()
+            return [_to_search(r) for r in rows]
+
+    def set_search_status(self, search_id: str, status: SearchStatus, error: str = "") -> SearchRecord:
+        try:
+            status = SearchStatus(status)
+        except ValueError as exc:
+            raise InvalidInput(f"unknown search status {status!r}") from exc
+        stmt = (
+            update(searches)
+            .where(searches.c.search_id == search_id)
+            .values(status=status.value, error=error, updated_at=time.time())
+            .returning(*searches.c)
+        )
+        with self._tx(write=True) as conn:
+            row = conn.execute(stmt).mappings().first()
+        if row is None:
+            raise NotFound(f"search {search_id!r} not found")
+        return _to_search(row)
+
+    # --- architectures and candidates ---
+    def put_arch(self, arch: ArchRecord) -> ArchRecord:
+        values = {"archid": arch.archid, "document": arch.document, "params": arch.params}
+        with self._tx(write=True) as conn:
+            row = self._insert_or_compare(conn, archs, values, ["archid"], ["document", "params"])
+        return _to_arch(row)
+
+    def get_arch(self, archid: str) -> ArchRecord:
+        with self._tx() as conn:
+            row = conn.execute(select(archs).where(archs.c.archid == archid)).mappings().first()
+        if row is None:
+            raise NotFound(f"architecture {archid!r} not found")
+        return _to_arch(row)
+
+    def add_candidate(self, candidate: Candidate) -> Candidate:
+        values = {
+            "search_id": candidate.search_id,
+            "archid": candidate.archid,
+            "iteration": candidate.iteration,
+            "parents": _json(list(candidate.parents), "candidate parents"),
+            "proposed_at": _now(candidate.proposed_at),
+        }
+        with self._tx(write=True) as conn:
+            self._require_search(conn, candidate.search_id)
+            row = self._insert_or_compare(
+                conn, candidates, values, ["search_id", "archid"], ["iteration", "parents"]
+            )
+        return _to_candidate(row)
+
+    def list_candidates(self, search_id: str) -> list[Candidate]:
+        stmt = select(candidates).where(candidates.c.search_id == search_id).order_by(candidates.c.id)
+        with self._tx() as conn:
+            self._require_search(conn, search_id)
+            return [_to_candidate(r) for r in conn.execute(stmt).mappings()]
+
+    # --- evaluations ---
+    def put_evaluation(self, evaluation: Evaluation) -> Evaluation:
+        key = evaluation.key
+        values = {
+            "archid": key.archid,
+            "objective": key.objective,
+            "budget": key.budget,
+            "target": key.target,
+            "value": float(evaluation.value),
+            "unit": evaluation.unit,
+            "details": _json(evaluation.details, "evaluation details"),
+            "worker": evaluation.worker,
+            "seconds": float(evaluation.seconds),
+            "created_at": _now(evaluation.created_at),
+        }
+        with self._tx(write=True) as conn:
+            row = self._insert_or_compare(
+                conn,
+                evaluations,
+                values,
+                ["archid", "objective", "budget", "target"],
+                ["value", "unit", "details", "worker", "seconds"],
+            )
+        return _to_evaluation(row)
+
+    def get_evaluations(self, keys: Sequence[EvalKey]) -> dict[EvalKey, Evaluation]:
+        wanted = set(keys)
+        objectives = sorted({k.objective for k in wanted})
+        found: dict[EvalKey, Evaluation] = {}
+        with self._tx() as conn:
+            for chunk in _chunks(sorted({k.archid for k in wanted})):
+                stmt = select(evaluations).where(
+                    evaluations.c.archid.in_(chunk), evaluations.c.objective.in_(objectives)
+                )
+                for row in conn.execute(stmt).mappings():
+                    ev = _to_evaluation(row)
+                    if ev.key in wanted:
+                        found[ev.key] = ev
+        return found
+
+    def list_evaluations(self, archids: Sequence[str]) -> list[Evaluation]:
+        rows: list[RowMapping] = []
+        with self._tx() as conn:
+            for chunk in _chunks(sorted(set(archids))):
+                stmt = select(evaluations).where(evaluations.c.archid.in_(chunk))
+                rows.extend(conn.execute(stmt).mappings())
+        rows.sort(key=lambda r: r["id"])
+        return [_to_evaluation(r) for r in rows]
+
+    # --- iterations ---
+    def put_iteration(self, record: IterationRecord) -> IterationRecord:
+        values = {
+            "search_id": record.search_id,
+            "iteration": record.iteration,
+            "pareto": _json(list(record.pareto), "iteration pareto"),
+            "hypervolume": float(record.hypervolume),
+            "state": _json(record.state, "iteration state"),
+            "walltime_s": float(record.walltime_s),
+            "created_at": _now(record.created_at),
+        }
+        with self._tx(write=True) as conn:
+            self._require_search(conn, record.search_id)
+            row = self._insert_or_compare(
+                conn,
+                iterations,
+                values,
+                ["search_id", "iteration"],
+                ["pareto", "hypervolume", "state", "walltime_s"],
+            )
+        return _to_iteration(row)
+
+    def list_iterations(self, search_id: str) -> list[IterationRecord]:
+        stmt = select(iterations).where(iterations.c.search_id == search_id).order_by(iterations.c.iteration)
+        with self._tx() as conn:
+            self._require_search(conn, search_id)
+            return [_to_iteration(r) for r in conn.execute(stmt).mappings()]
+
+    # --- events ---
+    def append_event(self, search_id: str, kind: str, payload: dict[str, object]) -> Event:
+        body = _json(payload, "event payload")
+        bump = (
+            update(searches)
+            .where(searches.c.search_id == search_id)
+            .values(last_seq=searches.c.last_seq + 1)
+            .returning(searches.c.last_seq)
+        )
+        with self._tx(write=True) as conn:
+            seq = conn.execute(bump).scalar_one_or_none()
+            if seq is None:
+                raise NotFound(f"search {search_id!r} not found")
+            created = time.time()
+            conn.execute(
+                insert(events).values(
+                    search_id=search_id, seq=seq, kind=kind, payload=body, created_at=created
+                )
+            )
+        return Event(search_id, seq, kind, _loads(body), created)
+
+    def list_events(self, search_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        stmt = (
+            select(events)
+            .where(events.c.search_id == search_id, events.c.seq > after_seq)
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
+        with self._tx() as conn:
+            self._require_search(conn, search_id)
+            return [_to_event(r) for r in conn.execute(stmt).mappings()]

@@ -1,0 +1,103 @@
+"""The backend contract behind every objective service, and the pieces they share."""
+
+from __future__ import annotations
+
+import abc
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from facenas.domain import Budget, EvalSpace
+from facenas.errors import InvalidInput
+from facenas.space.hgnet import Arch, arch_with_id
+from facenas.space.params import SearchSpaceParams
+
+#: Called now and then during long work; raises (e.g. Cancelled) to abandon it.
+CheckAlive = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What results are keyed by: results with different keys are never mixed."""
+
+    key: str
+    description: str
+    emulated: bool = False
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One evaluated objective value."""
+
+    value: float
+    unit: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class EvaluationBackend(abc.ABC):
+    """Measures objectives of architectures; one instance per service process."""
+
+    #: Archai objective names this backend evaluates.
+    objectives: tuple[str, ...] = ()
+    #: Evaluations it runs at once (latency measurements must not overlap: 1).
+    capacity: int = 1
+
+    @abc.abstractmethod
+    def target(self, objective: str, space: EvalSpace) -> TargetInfo:
+        """The target key results of ``objective`` get under ``space``."""
+
+    @abc.abstractmethod
+    def evaluate(
+        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, check_alive: CheckAlive
+    ) -> Measurement:
+        """Measure ``objective`` for ``arch``; raise InvalidInput for requests it cannot serve."""
+
+    def check_objective(self, objective: str) -> None:
+        if objective not in self.objectives:
+            raise InvalidInput(
+                f"objective: {objective!r} is not served here; this service evaluates {list(self.objectives)}"
+            )
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def parse_arch(document: str, archid: str, space: EvalSpace) -> Arch:
+    """Validate an arch JSON document for building under ``space``; results are keyed by ``archid``."""
+    check_space(space)
+    if not _ARCHID.match(archid):
+        raise InvalidInput(f"architecture.archid: {archid!r} must be 40 lowercase hex digits (sha1)")
+    return arch_with_id(document, archid, space.num_classes, space.in_channels)
+
+
+_ARCHID = re.compile(r"^[0-9a-f]{40}$")
+
+
+def check_space(space: EvalSpace) -> None:
+    """Classes, channels and image size within sane bounds (divisibility is checked per arch)."""
+    problems = []
+    if not 1 <= space.num_classes <= 1000:
+        problems.append(f"space.num_classes: {space.num_classes} must be in [1, 1000]")
+    if not 1 <= space.in_channels <= 64:
+        problems.append(f"space.in_channels: {space.in_channels} must be in [1, 64]")
+    w, h = space.img_size
+    if not (16 <= w <= 2048 and 16 <= h <= 2048):
+        problems.append(f"space.img_width/img_height: {w}x{h} must be within [16, 2048]")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+
+
+def space_params_for(space: EvalSpace) -> SearchSpaceParams:
+    """Build/feed parameters for ``space``; the image-size rule is relaxed (checked per architecture)."""
+    return SearchSpaceParams(
+        num_classes=space.num_classes,
+        in_channels=space.in_channels,
+        img_size=space.img_size,
+        num_blocks=2,
+        stem_strides=(1,),
+    )

@@ -1,0 +1,43 @@
+"""Trainer service: config and wiring (the logic lives in ``facenas.workers.trainer``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from facenas.rpc.app import base_parser, env, run
+from facenas.rpc.evaluator import EvaluatorServicer
+from facenas.rpc.server import Registration
+from facenas.v1 import common_pb2_grpc
+from facenas.workers.trainer import TrainerBackend
+
+SERVICE = "trainer"
+EVALUATOR = "facenas.v1.Evaluator"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = base_parser(SERVICE, 50061)
+    p.add_argument(
+        "--dataset-dir",
+        type=Path,
+        default=env("dataset_dir", None),
+        required=env("dataset_dir", None) is None,
+    )
+    p.add_argument("--device", default=env("device", "auto"), help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--capacity", type=int, default=int(env("capacity", 1)), help="concurrent trainings")
+    p.add_argument("--val-fraction", type=float, default=float(env("val_fraction", 0.02)))
+    p.add_argument("--test-fraction", type=float, default=float(env("test_fraction", 0.10)))
+    return p
+
+
+def build(args: argparse.Namespace) -> tuple[Sequence[Registration], None]:
+    backend = TrainerBackend(
+        args.dataset_dir, args.device, args.val_fraction, args.test_fraction, args.capacity
+    )
+    servicer = EvaluatorServicer(backend, SERVICE)
+    return [(common_pb2_grpc.add_EvaluatorServicer_to_server, servicer, EVALUATOR)], None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(SERVICE, parser(), build, argv)
