@@ -319,3 +319,165 @@ class ValidateConfigReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ValidateConfigReply: _TypeAlias = ValidateConfigReply  # noqa: Y015
+
+@_typing.final
+class Objective(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    HAS_CONSTRAINT_FIELD_NUMBER: _builtins.int
+    CONSTRAINT_MIN_FIELD_NUMBER: _builtins.int
+    CONSTRAINT_MAX_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    direction: _builtins.str
+    """"minimize" or "maximize" """
+    unit: _builtins.str
+    has_constraint: _builtins.bool
+    constraint_min: _builtins.float
+    constraint_max: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        direction: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        has_constraint: _builtins.bool = ...,
+        constraint_min: _builtins.float = ...,
+        constraint_max: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraint_max", b"constraint_max", "constraint_min", b"constraint_min", "direction", b"direction", "has_constraint", b"has_constraint", "name", b"name", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Objective: _TypeAlias = Objective  # noqa: Y015
+
+@_typing.final
+class CandidateState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ARCHID_FIELD_NUMBER: _builtins.int
+    ITERATION_FIELD_NUMBER: _builtins.int
+    PARENTS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    FEASIBLE_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    archid: _builtins.str
+    iteration: _builtins.int
+    params: _builtins.int
+    document: _builtins.str
+    feasible: _builtins.bool
+    failed: _builtins.str
+    @_builtins.property
+    def parents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        archid: _builtins.str = ...,
+        iteration: _builtins.int = ...,
+        parents: _abc.Iterable[_builtins.str] | None = ...,
+        params: _builtins.int = ...,
+        document: _builtins.str = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        feasible: _builtins.bool = ...,
+        failed: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid", b"archid", "document", b"document", "failed", b"failed", "feasible", b"feasible", "iteration", b"iteration", "params", b"params", "parents", b"parents", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CandidateState: _TypeAlias = CandidateState  # noqa: Y015
+
+@_typing.final
+class IterationState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITERATION_FIELD_NUMBER: _builtins.int
+    PARETO_FIELD_NUMBER: _builtins.int
+    HYPERVOLUME_FIELD_NUMBER: _builtins.int
+    WALLTIME_S_FIELD_NUMBER: _builtins.int
+    iteration: _builtins.int
+    hypervolume: _builtins.float
+    walltime_s: _builtins.float
+    @_builtins.property
+    def pareto(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        iteration: _builtins.int = ...,
+        pareto: _abc.Iterable[_builtins.str] | None = ...,
+        hypervolume: _builtins.float = ...,
+        walltime_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hypervolume", b"hypervolume", "iteration", b"iteration", "pareto", b"pareto", "walltime_s", b"walltime_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IterationState: _TypeAlias = IterationState  # noqa: Y015
+
+@_typing.final
+class SearchExport(_message.Message):
+    """Everything the store holds about a search, for outputs (CSV, Pareto models, plots)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    OBJECTIVES_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    ITERATIONS_FIELD_NUMBER: _builtins.int
+    search_id: _builtins.str
+    name: _builtins.str
+    @_builtins.property
+    def objectives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Objective]: ...
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CandidateState]: ...
+    @_builtins.property
+    def iterations(self) -> _containers.RepeatedCompositeFieldContainer[Global___IterationState]: ...
+    def __init__(
+        self,
+        *,
+        search_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        objectives: _abc.Iterable[Global___Objective] | None = ...,
+        candidates: _abc.Iterable[Global___CandidateState] | None = ...,
+        iterations: _abc.Iterable[Global___IterationState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "iterations", b"iterations", "name", b"name", "objectives", b"objectives", "search_id", b"search_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchExport: _TypeAlias = SearchExport  # noqa: Y015

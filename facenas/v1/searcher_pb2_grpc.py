@@ -80,6 +80,11 @@ class SearcherStub:
                 request_serializer=facenas_dot_v1_dot_searcher__pb2.SearchRef.SerializeToString,
                 response_deserializer=facenas_dot_v1_dot_searcher__pb2.SearchSummary.FromString,
                 _registered_method=True)
+        self.ExportSearch = channel.unary_unary(
+                '/facenas.v1.Searcher/ExportSearch',
+                request_serializer=facenas_dot_v1_dot_searcher__pb2.SearchRef.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_searcher__pb2.SearchExport.FromString,
+                _registered_method=True)
 
 
 class SearcherServicer:
@@ -139,6 +144,12 @@ class SearcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportSearch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +197,11 @@ def add_SearcherServicer_to_server(servicer, server):
                     servicer.ResumeSearch,
                     request_deserializer=facenas_dot_v1_dot_searcher__pb2.SearchRef.FromString,
                     response_serializer=facenas_dot_v1_dot_searcher__pb2.SearchSummary.SerializeToString,
+            ),
+            'ExportSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportSearch,
+                    request_deserializer=facenas_dot_v1_dot_searcher__pb2.SearchRef.FromString,
+                    response_serializer=facenas_dot_v1_dot_searcher__pb2.SearchExport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +447,33 @@ class Searcher:
             '/facenas.v1.Searcher/ResumeSearch',
             facenas_dot_v1_dot_searcher__pb2.SearchRef.SerializeToString,
             facenas_dot_v1_dot_searcher__pb2.SearchSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Searcher/ExportSearch',
+            facenas_dot_v1_dot_searcher__pb2.SearchRef.SerializeToString,
+            facenas_dot_v1_dot_searcher__pb2.SearchExport.FromString,
             options,
             channel_credentials,
             insecure,

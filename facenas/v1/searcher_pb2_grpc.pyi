@@ -41,6 +41,7 @@ class SearcherStub:
     GetArchitecture: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.GetArchitectureRequest, _searcher_pb2.ArchitectureReply]
     CancelSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]
     ResumeSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]
+    ExportSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchExport]
 
 @_typing.type_check_only
 class SearcherAsyncStub(SearcherStub):
@@ -54,6 +55,7 @@ class SearcherAsyncStub(SearcherStub):
     GetArchitecture: _aio.UnaryUnaryMultiCallable[_searcher_pb2.GetArchitectureRequest, _searcher_pb2.ArchitectureReply]  # type: ignore[assignment]
     CancelSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]  # type: ignore[assignment]
     ResumeSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]  # type: ignore[assignment]
+    ExportSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchExport]  # type: ignore[assignment]
 
 class SearcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -118,5 +120,12 @@ class SearcherServicer(metaclass=_abc_1.ABCMeta):
         request: _searcher_pb2.SearchRef,
         context: _ServicerContext,
     ) -> _typing.Union[_searcher_pb2.SearchSummary, _abc.Awaitable[_searcher_pb2.SearchSummary]]: ...
+
+    @_abc_1.abstractmethod
+    def ExportSearch(
+        self,
+        request: _searcher_pb2.SearchRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_searcher_pb2.SearchExport, _abc.Awaitable[_searcher_pb2.SearchExport]]: ...
 
 def add_SearcherServicer_to_server(servicer: SearcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,1 @@
+"""Multi-objective search: config, dispatch to objective services, Pareto evolution, outputs."""

@@ -1,0 +1,252 @@
+"""Search configs: Archai's ``cpu_search.yaml`` / ``snp_search.yaml`` unchanged, plus facenas keys.
+
+facenas keys (all optional, at the top level next to Archai's ``search:``)::
+
+    training:            # the partial-training objective's budget and recipe
+      batch_size: 16
+      learning_rate: 2.0e-4
+      epochs: 1          # or steps: N (steps win)
+      seed: 0
+      max_eval_batches: 0
+      img_size: [256, 256]   # default: search_space.params.img_size
+    constraints:
+      min_parameters: 1.0e6
+      max_parameters: 5.0e7  # default: search.algorithm.params.max_parameters
+      max_latency_s: 0.3     # CPU ONNX latency cap (Archai: 0.3 cpu, 0.185 snp)
+    evaluation:
+      max_attempts: 4        # per evaluation, across replicas
+      timeout_s: 3600        # per attempt
+
+``search.algorithm.name`` is ``evolution_pareto`` (Archai's, barrier per iteration) or
+``async_evolution_pareto`` (ours: no barrier, every worker kept busy); ``random_search`` samples only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from facenas.domain import OBJECTIVES, Budget, Direction, EvalSpace
+from facenas.errors import ConfigError
+from facenas.search.snapshot import ObjectiveInfo
+from facenas.space.params import SearchSpaceParams, search_space_params_from_config
+
+ALGORITHMS = ("evolution_pareto", "async_evolution_pareto", "random_search")
+TARGETS = ("cpu", "snp")
+IOU = "Partial Training Val. IOU"
+CPU_LATENCY = "CPU ONNX Latency (s)"
+SNP_LATENCY = "SNP Quantized Latency (s)"
+DEFAULT_MAX_LATENCY = {"cpu": 0.3, "snp": 0.185}
+MAX_CONFIG_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class AlgorithmParams:
+    """Archai's EvolutionParetoSearch parameters (defaults: cpu_search.yaml)."""
+
+    num_iters: int = 20
+    init_num_models: int = 20
+    mutations_per_parent: int = 5
+    num_crossovers: int = 10
+    max_unseen_population: int = 50
+    num_random_mix: int = 5
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A validated search config."""
+
+    text: str
+    algorithm: str
+    params: AlgorithmParams
+    target: str
+    space: SearchSpaceParams
+    budget: Budget
+    img_size: tuple[int, int]
+    min_parameters: float
+    max_parameters: float
+    max_latency_s: float
+    max_attempts: int
+    timeout_s: float
+
+    @property
+    def eval_space(self) -> EvalSpace:
+        return EvalSpace(self.space.num_classes, self.space.in_channels, self.img_size)
+
+    @property
+    def objectives(self) -> tuple[ObjectiveInfo, ...]:
+        """Cheap constraint objectives first, training last (Archai's order of evaluation)."""
+        names = [CPU_LATENCY, IOU] if self.target == "cpu" else [SNP_LATENCY, CPU_LATENCY, IOU]
+        out = []
+        for name in names:
+            spec = OBJECTIVES[name]
+            constraint = (0.0, self.max_latency_s) if name == CPU_LATENCY else None
+            out.append(ObjectiveInfo(name, spec.direction, spec.unit, constraint))
+        return tuple(out)
+
+
+def _section(data: Mapping[str, Any], name: str, problems: list[str]) -> Mapping[str, Any]:
+    value = data.get(name, {})
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(f"{name}: must be a mapping")
+        return {}
+    return value
+
+
+class _Reader:
+    """Reads typed values from a mapping, collecting every problem."""
+
+    def __init__(self, data: Mapping[str, Any], prefix: str, problems: list[str]) -> None:
+        self.data, self.prefix, self.problems = data, prefix, problems
+
+    def number(self, key: str, default: float, lo: float, hi: float, integer: bool = False) -> Any:
+        value = self.data.get(key, default)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and integer and float(value) != int(value):
+            ok = False
+        if not ok or not lo <= value <= hi:
+            kind = "an integer" if integer else "a number"
+            self.problems.append(f"{self.prefix}{key}: {value!r} must be {kind} in [{lo:g}, {hi:g}]")
+            return default
+        return int(value) if integer else float(value)
+
+    def unknown(self, known: set[str]) -> None:
+        for key in self.data:
+            if key not in known:
+                self.problems.append(f"{self.prefix}{key}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def parse_search_config(text: str) -> SearchConfig:
+    """Parse and validate YAML/JSON text; every problem is reported at once in a ConfigError."""
+    if len(text.encode()) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"config: larger than {MAX_CONFIG_BYTES} bytes"])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError([f"config: not valid YAML/JSON ({err})"]) from err
+    if not isinstance(data, Mapping):
+        raise ConfigError(["config: top level must be a mapping with a 'search' section"])
+    problems: list[str] = []
+    search = _section(data, "search", problems)
+    if "search" not in data:
+        problems.append("search: missing (Archai's search config layout)")
+    space = _space(data, problems)
+    algorithm, params, max_params = _algorithm(search, problems)
+    target = _target(search, problems)
+    training = _Reader(_section(data, "training", problems), "training.", problems)
+    budget = _budget(training, problems)
+    img_size = _img_size(training.data, space, problems)
+    constraints = _Reader(_section(data, "constraints", problems), "constraints.", problems)
+    min_params = constraints.number("min_parameters", 1e6, 0, 1e10)
+    max_params = constraints.number("max_parameters", max_params, 1, 1e10)
+    max_latency = constraints.number("max_latency_s", DEFAULT_MAX_LATENCY.get(target, 0.3), 1e-6, 3600)
+    constraints.unknown({"min_parameters", "max_parameters", "max_latency_s"})
+    if min_params > max_params:
+        problems.append(f"constraints.min_parameters: {min_params:g} exceeds max_parameters {max_params:g}")
+    evaluation = _Reader(_section(data, "evaluation", problems), "evaluation.", problems)
+    max_attempts = evaluation.number("max_attempts", 4, 1, 100, integer=True)
+    timeout = evaluation.number("timeout_s", 3600, 1, 7 * 86400)
+    evaluation.unknown({"max_attempts", "timeout_s"})
+    unknown_top = [k for k in data if k not in {"search", "training", "constraints", "evaluation", "aml"}]
+    problems.extend(f"{k}: unknown top-level key" for k in unknown_top)
+    if problems or space is None:
+        raise ConfigError(problems or ["search.search_space: invalid"])
+    return SearchConfig(
+        text,
+        algorithm,
+        params,
+        target,
+        space,
+        budget,
+        img_size,
+        min_params,
+        max_params,
+        max_latency,
+        max_attempts,
+        timeout,
+    )
+
+
+def _space(data: Mapping[str, Any], problems: list[str]) -> SearchSpaceParams | None:
+    try:
+        return search_space_params_from_config(data)
+    except ConfigError as err:
+        prefix = "search.search_space.params."
+        problems.extend(p if p.startswith("search.") else prefix + p for p in err.problems)
+        return None
+
+
+def _algorithm(search: Mapping[str, Any], problems: list[str]) -> tuple[str, AlgorithmParams, float]:
+    block = _section(search, "algorithm", problems)
+    name = block.get("name", "evolution_pareto")
+    if name not in ALGORITHMS:
+        problems.append(f"search.algorithm.name: {name!r} is not one of {', '.join(ALGORITHMS)}")
+    r = _Reader(_section(block, "params", problems), "search.algorithm.params.", problems)
+    d = AlgorithmParams()
+    params = AlgorithmParams(
+        num_iters=r.number("num_iters", d.num_iters, 1, 10_000, integer=True),
+        init_num_models=r.number("init_num_models", d.init_num_models, 1, 100_000, integer=True),
+        mutations_per_parent=r.number("mutations_per_parent", d.mutations_per_parent, 0, 1000, integer=True),
+        num_crossovers=r.number("num_crossovers", d.num_crossovers, 0, 100_000, integer=True),
+        max_unseen_population=r.number(
+            "max_unseen_population", d.max_unseen_population, 1, 100_000, integer=True
+        ),
+        num_random_mix=r.number("num_random_mix", d.num_random_mix, 0, 100_000, integer=True),
+        seed=r.number("seed", d.seed, 0, 2**63 - 1, integer=True),
+    )
+    max_params = r.number("max_parameters", 5e7, 1, 1e10)
+    r.unknown(set(AlgorithmParams.__dataclass_fields__) | {"max_parameters"})
+    return str(name), params, max_params
+
+
+def _target(search: Mapping[str, Any], problems: list[str]) -> str:
+    block = _section(search, "target", problems)
+    name = block.get("name", "cpu")
+    if name not in TARGETS:
+        problems.append(f"search.target.name: {name!r} is not one of {', '.join(TARGETS)}")
+        return "cpu"
+    return str(name)
+
+
+def _budget(r: _Reader, problems: list[str]) -> Budget:
+    steps = r.number("steps", 0, 0, 10_000_000, integer=True)
+    epochs = r.number("epochs", 1.0, 1e-6, 10_000)
+    r.unknown({"steps", "epochs", "batch_size", "learning_rate", "seed", "max_eval_batches", "img_size"})
+    return Budget(
+        steps=steps,
+        epochs=epochs,
+        batch_size=r.number("batch_size", 16, 1, 4096, integer=True),
+        learning_rate=r.number("learning_rate", 2e-4, 1e-9, 1.0),
+        seed=r.number("seed", 0, 0, 2**63 - 1, integer=True),
+        max_eval_batches=r.number("max_eval_batches", 0, 0, 10_000_000, integer=True),
+    )
+
+
+def _img_size(
+    training: Mapping[str, Any], space: SearchSpaceParams | None, problems: list[str]
+) -> tuple[int, int]:
+    default = space.img_size if space else (256, 256)
+    value = training.get("img_size", list(default))
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    ok = isinstance(value, list | tuple) and len(value) == 2
+    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 2048 for v in value)
+    if not ok:
+        problems.append(f"training.img_size: {value!r} must be [width, height] within [16, 2048]")
+        return default
+    return (int(value[0]), int(value[1]))
+
+
+def objective_direction(name: str) -> Direction:
+    return OBJECTIVES[name].direction

@@ -1,0 +1,217 @@
+"""Dispatch of evaluations to the replicas of each objective service.
+
+``ReplicaPool`` holds every replica of one service (trainer, latency_cpu, latency_snp). A call takes a free
+slot on the least-loaded healthy replica (capacity from ``Describe``), and when a replica fails
+(unreachable, killed mid-evaluation, deadline) it is benched with exponential backoff and the call moves
+to another replica, up to ``max_attempts``. A request the service rejects as invalid fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from facenas.errors import Cancelled, ConfigError, InvalidInput, Unavailable
+from facenas.rpc.client import make_channel
+from facenas.rpc.status import error_from_rpc
+from facenas.v1 import common_pb2, common_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+#: Failures that say nothing about the request itself: try another replica.
+REPLICA_FAILURES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+MAX_BENCH_SECONDS = 30.0
+
+
+@dataclass
+class Replica:
+    """One replica of a service and what we know of its health."""
+
+    address: str
+    stub: common_pb2_grpc.EvaluatorStub
+    channel: grpc.Channel
+    capacity: int = 1
+    in_flight: int = 0
+    failures: int = 0
+    benched_until: float = 0.0
+    busy_seconds: float = 0.0
+    targets: dict[str, str] = field(default_factory=dict)
+
+    def usable(self, now: float) -> bool:
+        return self.benched_until <= now and self.in_flight < self.capacity
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A successful evaluation and where it ran."""
+
+    response: common_pb2.EvaluateResponse
+    replica: str
+    attempts: int
+
+
+def _wait(
+    future: grpc.Future[common_pb2.EvaluateResponse], cancelled: Callable[[], bool]
+) -> common_pb2.EvaluateResponse:
+    """Wait for a call, cancelling it (the worker then stops its work) when the search is cancelled."""
+    while True:
+        try:
+            result: common_pb2.EvaluateResponse = future.result(timeout=0.25)
+            return result
+        except grpc.FutureTimeoutError:
+            if cancelled():
+                future.cancel()
+                raise Cancelled("search cancelled") from None
+
+
+class ReplicaPool:
+    """All replicas of one objective service."""
+
+    def __init__(self, service: str, addresses: Sequence[str], rpc_timeout: float = 10.0) -> None:
+        if not addresses:
+            raise ConfigError([f"{service}: no replica addresses configured"])
+        self.service = service
+        self.rpc_timeout = rpc_timeout
+        self.replicas = [self._replica(a) for a in addresses]
+        self._cond = threading.Condition()
+        self.started = time.monotonic()
+
+    @staticmethod
+    def _replica(address: str) -> Replica:
+        channel = make_channel(address)
+        return Replica(address, common_pb2_grpc.EvaluatorStub(channel), channel)
+
+    @property
+    def capacity(self) -> int:
+        return sum(r.capacity for r in self.replicas)
+
+    def busy_seconds(self) -> float:
+        with self._cond:
+            return sum(r.busy_seconds for r in self.replicas)
+
+    def describe(
+        self, objective: str, space: common_pb2.SearchSpace, wait_s: float = 60.0
+    ) -> common_pb2.Target:
+        """Ask every replica for its target; all reachable ones must agree (results never mix)."""
+        deadline = time.monotonic() + wait_s
+        request = common_pb2.DescribeRequest(objective=objective, space=space)
+        while True:
+            answers: dict[str, common_pb2.DescribeResponse] = {}
+            errors: dict[str, str] = {}
+            for replica in self.replicas:
+                try:
+                    answer = replica.stub.Describe(request, timeout=self.rpc_timeout)
+                except grpc.RpcError as err:
+                    error = error_from_rpc(err)
+                    if isinstance(error, InvalidInput):
+                        raise InvalidInput(f"{self.service} at {replica.address}: {error}") from None
+                    errors[replica.address] = str(error)
+                    continue
+                replica.capacity = max(1, answer.capacity)
+                replica.targets[objective] = answer.target.key
+                answers[replica.address] = answer
+            if answers:
+                return self._agreed_target(objective, answers)
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"no {self.service} replica reachable: {errors}")
+            time.sleep(0.5)
+
+    def _agreed_target(
+        self, objective: str, answers: dict[str, common_pb2.DescribeResponse]
+    ) -> common_pb2.Target:
+        keys = {a.target.key for a in answers.values()}
+        if len(keys) > 1:
+            detail = ", ".join(f"{addr}: {a.target.key}" for addr, a in answers.items())
+            raise ConfigError(
+                [
+                    f"{self.service}: replicas measure {objective!r} on different targets ({detail}); "
+                    "results from different hosts must not be mixed: give each target its own service"
+                ]
+            )
+        return next(iter(answers.values())).target
+
+    def evaluate(
+        self,
+        request: common_pb2.EvaluateRequest,
+        timeout: float,
+        max_attempts: int,
+        cancelled: Callable[[], bool],
+        on_retry: Callable[[str, str, int], None] | None = None,
+    ) -> Outcome:
+        """Run ``request`` on some replica, moving to another one when a replica fails."""
+        tried: list[str] = []
+        last_error = ""
+        for attempt in range(1, max_attempts + 1):
+            replica = self._acquire(tried, cancelled)
+            tried.append(replica.address)
+            began = time.monotonic()
+            try:
+                response = _wait(replica.stub.Evaluate.future(request, timeout=timeout), cancelled)
+            except Cancelled:
+                self._release(replica, time.monotonic() - began, failed=False)
+                raise
+            except grpc.RpcError as err:
+                code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+                error = error_from_rpc(err)
+                self._release(replica, time.monotonic() - began, failed=code in REPLICA_FAILURES)
+                if code not in REPLICA_FAILURES:
+                    raise error from None
+                last_error = f"{replica.address}: {code.name}: {error}"
+                log.warning(
+                    "evaluation failed on replica", extra={"replica": replica.address, "code": code.name}
+                )
+                if on_retry is not None and attempt < max_attempts:
+                    on_retry(replica.address, last_error, attempt)
+                continue
+            self._release(replica, time.monotonic() - began, failed=False)
+            return Outcome(response, replica.address, attempt)
+        raise Unavailable(f"{self.service}: gave up after {max_attempts} attempts; last error {last_error}")
+
+    def _acquire(self, tried: list[str], cancelled: Callable[[], bool]) -> Replica:
+        with self._cond:
+            while True:
+                if cancelled():
+                    raise Cancelled("search cancelled")
+                now = time.monotonic()
+                free = [r for r in self.replicas if r.usable(now)]
+                if free:
+                    # prefer replicas this call has not failed on, then the least loaded
+                    chosen = min(
+                        free, key=lambda r: (r.address in tried, r.in_flight / r.capacity, random.random())
+                    )
+                    chosen.in_flight += 1
+                    return chosen
+                self._cond.wait(timeout=0.25)
+
+    def _release(self, replica: Replica, seconds: float, failed: bool) -> None:
+        with self._cond:
+            replica.in_flight -= 1
+            replica.busy_seconds += seconds
+            if failed:
+                replica.failures += 1
+                backoff = min(MAX_BENCH_SECONDS, 0.5 * 2 ** (replica.failures - 1))
+                replica.benched_until = time.monotonic() + backoff
+            else:
+                replica.failures = 0
+                replica.benched_until = 0.0
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            replica.channel.close()
