@@ -170,3 +170,12 @@ class EvalSpace:
     num_classes: int = 18
     in_channels: int = 3
     img_size: tuple[int, int] = (256, 256)
+
+
+def budget_key(objective: str, budget: Budget, img_size: tuple[int, int]) -> str:
+    """The budget part of an :class:`EvalKey`: training objectives depend on the whole budget,
+    measurements only on the input size."""
+    spec = OBJECTIVES.get(objective)
+    if spec is not None and spec.service == "trainer":
+        return budget.key(img_size)
+    return f"img={img_size[0]}x{img_size[1]}"

@@ -111,16 +111,16 @@ def train(
 
 @user_errors
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where data and outputs go.")] = Path("runs/demo"),
-    count: Annotated[int, typer.Option(min=8, max=100_000, help="Synthetic frames.")] = 240,
-    img_size: Annotated[int, typer.Option(min=64, max=512, help="Training/latency image side.")] = 64,
-    archs: Annotated[int, typer.Option(min=1, max=100, help="Architectures to sample.")] = 5,
-    steps: Annotated[int, typer.Option(min=1, max=100_000, help="Partial-training steps per arch.")] = 80,
-    batch_size: Annotated[int, typer.Option(min=1, max=256)] = 16,
+    workdir: Annotated[Path, typer.Option(help="Where data, the store, logs and outputs go.")] = Path(
+        "runs/demo"
+    ),
+    count: Annotated[int, typer.Option(min=8, max=100_000, help="Synthetic frames.")] = 300,
+    trainers: Annotated[int, typer.Option(min=1, max=16, help="Trainer replicas.")] = 2,
+    config: Annotated[Path | None, typer.Option(help="Search config (default: the embedded demo).")] = None,
     seed: int = 0,
 ) -> None:
-    """Generate data, sample architectures, partially train and measure each, print a table."""
+    """Run the whole system on loopback: a small CPU-target search with live progress and outputs."""
     from facenas.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(workdir, count, img_size, archs, steps, batch_size, seed)
+    settings = DemoSettings(workdir, count, 64, trainers, seed, config)
     run_demo(settings, Console(width=max(console.width, 120)))

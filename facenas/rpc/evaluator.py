@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from facenas.domain import Budget, EvalSpace
+from facenas.domain import Budget, EvalSpace, budget_key
 from facenas.errors import Cancelled, InvalidInput, Unavailable
 from facenas.rpc import metrics
 from facenas.v1 import common_pb2, common_pb2_grpc
@@ -125,7 +125,7 @@ class EvaluatorServicer(common_pb2_grpc.EvaluatorServicer):
             value=result.value,
             unit=result.unit,
             target=target_to_proto(target),
-            budget=budget.key(space.img_size),
+            budget=budget_key(request.objective, budget, space.img_size),
             details_json=json.dumps(result.details, default=str),
             worker=self.worker,
             seconds=seconds,

@@ -19,9 +19,9 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
-from facenas.domain import OBJECTIVES, ArchRecord, Candidate, EvalKey, Evaluation, IterationRecord
+from facenas.domain import OBJECTIVES, ArchRecord, Candidate, EvalKey, Evaluation, IterationRecord, budget_key
 from facenas.errors import Cancelled, FacenasError, InvalidInput, Unavailable
-from facenas.search.config import IOU, SearchConfig
+from facenas.search.config import SearchConfig
 from facenas.search.dispatch import ReplicaPool
 from facenas.search.pareto import hypervolume, pareto_front, reference_point
 from facenas.search.snapshot import ObjectiveInfo
@@ -124,8 +124,7 @@ class SearchRun:
         self.event("targets", {"targets": self.targets})
 
     def budget_key(self, objective: str) -> str:
-        w, h = self.config.img_size
-        return self.config.budget.key(self.config.img_size) if objective == IOU else f"img={w}x{h}"
+        return budget_key(objective, self.config.budget, self.config.img_size)
 
     def key(self, archid: str, objective: str) -> EvalKey:
         return EvalKey(archid, objective, self.budget_key(objective), self.targets[objective])

@@ -26,12 +26,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=env("device", "auto"), help="auto, cpu, cuda or cuda:N")
     p.add_argument("--capacity", type=int, default=int(env("capacity", 1)), help="concurrent trainings")
+    p.add_argument(
+        "--threads", type=int, default=int(env("threads", 0)), help="torch CPU threads (0 = torch's default)"
+    )
     p.add_argument("--val-fraction", type=float, default=float(env("val_fraction", 0.02)))
     p.add_argument("--test-fraction", type=float, default=float(env("test_fraction", 0.10)))
     return p
 
 
 def build(args: argparse.Namespace) -> tuple[Sequence[Registration], None]:
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     backend = TrainerBackend(
         args.dataset_dir, args.device, args.val_fraction, args.test_fraction, args.capacity
     )

@@ -1,0 +1,9 @@
+"""``python -m services.latency_snp``: int8 latency for Snapdragon targets (emulation backend for now)."""
+
+from __future__ import annotations
+
+import sys
+
+from services.latency_snp.server import main
+
+sys.exit(main())
