@@ -6,11 +6,14 @@ int8 quantization calibrated on ``--calib`` train images, then fp32 and int8 med
 protocol, ``--threads`` intra-op threads) and fp32-ONNX vs int8-ONNX mIOU on the val split (a quarter
 of the frames, so that the mIOU rests on more than one image).
 
-Defaults: ``--steps`` is 15, not 30: at 256x256 the 30-step run takes about 12 minutes on 2 cores,
-15 steps keeps it near 8. The int8 model is quantized twice per arch (once for mIOU, once inside
-``measure_quantized_latency``); the two must be byte-identical, which checks determinism at full size.
+Defaults: ``--img-size`` 128, not 256. At 256 on 2 cores, 30 steps would take about 20 minutes, and
+15 steps (690 s) leave every model at val mIOU ~0.001, so the mIOU drop says nothing; at 128, 30 steps
+reach mIOU ~0.07 in about 10 s per arch. The int8 model is quantized twice per arch (once for mIOU,
+once inside ``measure_quantized_latency``); the two must be byte-identical, which checks determinism
+at full size. ``cv`` is the larger of the two latencies' round-median CVs; ``load`` the host's 1-minute
+load average when the int8 timing began (a busy host slows both, and the ratio less so).
 
-    .venv/bin/python bench/quantization.py [--n 10] [--img-size 256] [--steps 15] [--method minmax]
+    .venv/bin/python bench/quantization.py [--n 10] [--img-size 128] [--steps 30] [--method minmax]
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from facenas.pipeline import DatasetSplits
 from facenas.space import Arch, HgnetSearchSpace, ParamRange, SearchSpaceParams
 from facenas.train.loop import TrainingConfig, partial_train
 
+HEADER = "archid      Mparams  fp32 ms   int8 ms  speedup  cv     load"
+
 
 @dataclass(frozen=True)
 class Row:
@@ -50,6 +55,8 @@ class Row:
     fp32_ms: float
     int8_ms: float
     speedup: float
+    cv: float
+    load: float | None
     fp32_miou: tuple[float, float]  # (Archai per-batch, global)
     int8_miou: tuple[float, float]
 
@@ -89,15 +96,19 @@ def _row(
         fp32_ms=lat.fp32.median_s * 1e3,
         int8_ms=lat.int8.median_s * 1e3,
         speedup=lat.speedup,
+        cv=max(lat.fp32.cv, lat.int8.cv),
+        load=lat.int8.load_1min,
         fp32_miou=onnx_miou(fp32, data.val),
         int8_miou=onnx_miou(int8, data.val),
     )
 
 
 def _print_row(r: Row) -> None:
+    load = f"{r.load:4.1f}" if r.load is not None else "   -"
     drop = (r.fp32_miou[0] - r.int8_miou[0], r.fp32_miou[1] - r.int8_miou[1])
     print(
         f"{r.archid[:10]}  {r.params_m:5.2f}  {r.fp32_ms:8.2f}  {r.int8_ms:8.2f}  {r.speedup:5.2f}x  "
+        f"{r.cv:5.1%}  {load}  "
         f"{r.fp32_miou[0]:.4f}/{r.fp32_miou[1]:.4f}  {r.int8_miou[0]:.4f}/{r.int8_miou[1]:.4f}  "
         f"{drop[0]:+.4f}/{drop[1]:+.4f}",
         flush=True,
@@ -125,8 +136,8 @@ def _print_medians(rows: list[Row]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--img-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--calib", type=int, default=16)
     parser.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
@@ -150,7 +161,7 @@ def main() -> None:
             f"int8: {args.method}, per_channel={args.per_channel}, {len(cal)} calibration images; "
             f"latency threads={args.threads}; mIOU on {len(data.val)} val images (Archai/global)"
         )
-        print("archid      Mparams  fp32 ms   int8 ms  speedup  fp32 mIOU        int8 mIOU        drop")
+        print(f"{HEADER}  fp32 mIOU        int8 mIOU        drop (Archai/global)")
         rows = []
         for arch in _archs(space, args.n, args.min_params, args.max_params):
             rows.append(_row(arch, space, data, args, cal))

@@ -7,15 +7,18 @@ integer kernels) and :func:`measure_quantized_latency` times it with the CPU pro
 :mod:`facenas.latency.cpu`. The figures are labelled as an emulation: they track how a model quantizes
 and how its int8 cost scales, not the DSP's absolute speed.
 
-Types: activations ``QUInt8`` (asymmetric, as SNPE's 8-bit activations; post-ReLU tensors use the full
-range) and weights ``QInt8`` (symmetric). U8S8 is ORT's fast path on x86-64 (VNNI / ``VPMADDUBSW``) and
-ARM64 alike; without VNNI ``VPMADDUBSW`` may saturate, which ORT documents as rarely hurting accuracy.
+Types: activations ``QUInt8`` (asymmetric, like SNPE's 8-bit activations; post-ReLU tensors use the
+whole range), weights ``QInt8`` (symmetric), ``reduce_range=False``: ORT's recommendation for x86-64
+with VNNI. The choice is fixed, not per host, so a model quantizes to the same bytes everywhere; on x86
+without VNNI (where ORT advises ``reduce_range``, as 8-bit products may saturate) and on ARM (where it
+prefers S8 activations) the int8 accuracy and speed on this host may be a little worse than necessary.
 
 Calibration is run here (``create_calibrator``) and handed to ``quantize_static`` as a calibration
 cache, because ``quantize_static`` cannot set the histogram size: with its defaults (128 bins, 128
 quantized bins) the entropy method has a single candidate threshold and equals min-max. Here entropy
-uses :data:`ENTROPY_BINS` bins. Quantization is deterministic on this host (same bytes in, same bytes
-out; checked by the tests).
+uses :data:`ENTROPY_BINS` bins. Quantization is deterministic on this host (same inputs, byte-identical
+output; checked by the tests and by ``bench/quantization.py``). ORT's calibrators print progress; that
+is silenced by redirecting ``sys.stdout``, which is process-wide while a quantization runs.
 """
 
 from __future__ import annotations
@@ -173,6 +176,7 @@ def _quantize_in(
         reader,
         quant_format=ortq.QuantFormat.QDQ,
         per_channel=per_channel,
+        reduce_range=False,
         activation_type=ACTIVATION_TYPE,
         weight_type=WEIGHT_TYPE,
         calibrate_method=METHODS[method],

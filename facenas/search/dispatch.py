@@ -184,17 +184,19 @@ class ReplicaPool:
         raise Unavailable(f"{self.service}: gave up after {max_attempts} attempts; last error {last_error}")
 
     def _acquire(self, tried: list[str], cancelled: Callable[[], bool]) -> Replica:
+        """A free slot on the least-loaded healthy replica; a replica this call already failed on is
+        used again only when no other replica is healthy (busy ones are waited for instead)."""
         with self._cond:
             while True:
                 if cancelled():
                     raise Cancelled("search cancelled")
                 now = time.monotonic()
-                free = [r for r in self.replicas if r.usable(now)]
+                healthy = [r for r in self.replicas if r.benched_until <= now]
+                fresh = [r for r in healthy if r.address not in tried]
+                pool = fresh if fresh else healthy
+                free = [r for r in pool if r.in_flight < r.capacity]
                 if free:
-                    # prefer replicas this call has not failed on, then the least loaded
-                    chosen = min(
-                        free, key=lambda r: (r.address in tried, r.in_flight / r.capacity, random.random())
-                    )
+                    chosen = min(free, key=lambda r: (r.in_flight / r.capacity, random.random()))
                     chosen.in_flight += 1
                     return chosen
                 self._cond.wait(timeout=0.25)

@@ -17,10 +17,11 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from facenas.domain import OBJECTIVES, ArchRecord, Candidate, EvalKey, Evaluation, IterationRecord, budget_key
-from facenas.errors import Cancelled, FacenasError, InvalidInput, Unavailable
+from facenas.errors import ArchSpecError, Cancelled, FacenasError, InvalidInput, Unavailable
 from facenas.search.config import SearchConfig
 from facenas.search.dispatch import ReplicaPool
 from facenas.search.pareto import hypervolume, pareto_front, reference_point
@@ -156,6 +157,8 @@ class SearchRun:
     # --- proposals ---------------------------------------------------------------------------------
 
     def propose(self, arch: Arch, iteration: int, parents: tuple[str, ...] = ()) -> None:
+        if self.iteration_of.get(arch.archid) == iteration:
+            return  # already proposed (a resumed run regenerating its initial population)
         params = self.space.num_parameters(arch)
         self.store.put_arch(ArchRecord(arch.archid, arch.to_json(), params))
         self.store.add_candidate(Candidate(self.search_id, arch.archid, iteration, parents))
@@ -172,18 +175,26 @@ class SearchRun:
 
     def random_valid(self) -> Arch | None:
         for _ in range(MAX_PROPOSAL_TRIES * 5):
-            arch = self.space.random_sample()
-            if self._fits(arch):
+            arch = _or_none(self.space.random_sample)
+            if arch is not None and self._fits(arch):
                 return arch
         return None
 
     def initial_population(self) -> list[Arch]:
-        out: list[Arch] = []
+        """Archai's random initial population; deterministic from the seed, so a search resumed before
+        its first iteration record proposes exactly the same architectures again (idempotently)."""
+        out: dict[str, Arch] = {}
         for _ in range(self.config.params.init_num_models):
-            arch = self.random_valid()
-            if arch is not None and arch.archid not in {a.archid for a in out}:
-                out.append(arch)
-        return out
+            for _ in range(MAX_PROPOSAL_TRIES * 5):
+                arch = _or_none(self.space.random_sample)
+                if (
+                    arch is not None
+                    and arch.archid not in out
+                    and self.space.num_parameters(arch) in self.size_range
+                ):
+                    out[arch.archid] = arch
+                    break
+        return list(out.values())
 
     def next_population(self, front: list[str]) -> list[tuple[Arch, tuple[str, ...]]]:
         """Archai's recipe: mutants of each front member, crossovers of the front, random samples."""
@@ -202,11 +213,14 @@ class SearchRun:
             for _ in range(MAX_PROPOSAL_TRIES):
                 if made >= p.mutations_per_parent:
                     break
-                made += take(self.space.mutate(parent), (parent.archid,))
+                mutant = _or_none(partial(self.space.mutate, parent))
+                if mutant is not None and take(mutant, (parent.archid,)):
+                    made += 1
         if parents:
             for _ in range(p.num_crossovers):
-                child = self.space.crossover(parents)
-                take(child, ())
+                child = _or_none(partial(self.space.crossover, parents))
+                if child is not None:
+                    take(child, ())
         for _ in range(p.num_random_mix):
             arch = self.random_valid()
             if arch is not None:
@@ -394,12 +408,10 @@ class SearchRun:
         workers = max(4, sum(pool.capacity for pool in self.services.pools.values()) * 2)
         with futures.ThreadPoolExecutor(workers, thread_name_prefix=f"search-{self.search_id[:8]}") as pool:
             for k in range(start, self.config.params.num_iters):
-                population = [a for a, it in self.iteration_of.items() if it == k]
                 if k == 0 and not iterations:
-                    fresh = self.initial_population()
-                    for arch in fresh:
+                    for arch in self.initial_population():
                         self.propose(arch, 0)
-                    population = [a.archid for a in fresh]
+                population = [a for a, it in self.iteration_of.items() if it == k]
                 self.event("iteration_start", {"iteration": k, "population": len(population)})
                 self.evaluate_all(population, pool)
                 front, _hv = self.front()
@@ -473,16 +485,22 @@ class SearchRun:
         for _ in range(MAX_PROPOSAL_TRIES):
             op = rng.choices(("mutate", "crossover", "random"), weights=weights)[0]
             parents: tuple[str, ...] = ()
+            child: Arch | None
             if op == "mutate":
                 parent = rng.choice(front)
-                child, parents = self.space.mutate(parent), (parent.archid,)
+                child, parents = _or_none(partial(self.space.mutate, parent)), (parent.archid,)
             elif op == "crossover":
-                child = self.space.crossover(front)
+                child = _or_none(partial(self.space.crossover, front))
             else:
-                random_child = self.random_valid()
-                if random_child is None:
-                    continue
-                child = random_child
-            if self._fits(child):
+                child = self.random_valid()
+            if child is not None and self._fits(child):
                 return child, parents
         return self.random_valid(), ()
+
+
+def _or_none(make: Callable[[], Arch]) -> Arch | None:
+    """A proposal, or None when it is unbuildable (e.g. a random draw beyond the size limit)."""
+    try:
+        return make()
+    except ArchSpecError:
+        return None

@@ -147,7 +147,10 @@ class HgnetSearchSpace:
     def sample_valid(self, constraint: ParamRange | None = None, max_tries: int = 1000) -> Arch:
         """Random samples until one satisfies ``constraint`` (bounded, so it never hangs)."""
         for _ in range(max_tries):
-            arch = self.random_sample()
+            try:
+                arch = self.random_sample()
+            except ArchSpecError:  # a draw beyond the absolute size limit
+                continue
             if constraint is None or self.num_parameters(arch) in constraint:
                 return arch
         raise ArchSpecError("", f"no architecture within {constraint} after {max_tries} samples")
