@@ -11,7 +11,8 @@ Defaults: ``--img-size`` 128, not 256. At 256 on 2 cores, 30 steps would take ab
 reach mIOU ~0.07 in about 10 s per arch. The int8 model is quantized twice per arch (once for mIOU,
 once inside ``measure_quantized_latency``); the two must be byte-identical, which checks determinism
 at full size. ``cv`` is the larger of the two latencies' round-median CVs; ``load`` the host's 1-minute
-load average when the int8 timing began (a busy host slows both, and the ratio less so).
+load average when the int8 timing began (a busy host slows both, and the ratio less so). Training uses
+``--torch-threads`` (default 1): on a busy 2-core host two OpenMP threads slowed training 10-15x.
 
     .venv/bin/python bench/quantization.py [--n 10] [--img-size 128] [--steps 30] [--method minmax]
 """
@@ -146,7 +147,9 @@ def main() -> None:
     parser.add_argument("--min-params", type=float, default=1e5)
     parser.add_argument("--max-params", type=float, default=5e6)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--torch-threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
 
     began = time.perf_counter()
     size = (args.img_size, args.img_size)

@@ -64,6 +64,7 @@ class Outcome:
     response: common_pb2.EvaluateResponse
     replica: str
     attempts: int
+    rpc_seconds: float  # the successful call, send to reply (worker time included)
 
 
 def _wait(
@@ -180,7 +181,7 @@ class ReplicaPool:
                     on_retry(replica.address, last_error, attempt)
                 continue
             self._release(replica, time.monotonic() - began, failed=False)
-            return Outcome(response, replica.address, attempt)
+            return Outcome(response, replica.address, attempt, time.monotonic() - began)
         raise Unavailable(f"{self.service}: gave up after {max_attempts} attempts; last error {last_error}")
 
     def _acquire(self, tried: list[str], cancelled: Callable[[], bool]) -> Replica:

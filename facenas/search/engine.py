@@ -197,9 +197,11 @@ class SearchRun:
         return list(out.values())
 
     def next_population(self, front: list[str]) -> list[tuple[Arch, tuple[str, ...]]]:
-        """Archai's recipe: mutants of each front member, crossovers of the front, random samples."""
+        """Archai's recipe: mutants of each front member, crossovers of the front, random samples
+        (``random_search``: random samples only)."""
         p = self.config.params
-        parents = [self.archs[a] for a in front]
+        parents = [] if self.config.algorithm == "random_search" else [self.archs[a] for a in front]
+        random_mix = p.max_unseen_population if self.config.algorithm == "random_search" else p.num_random_mix
         chosen: dict[str, tuple[Arch, tuple[str, ...]]] = {}
 
         def take(arch: Arch, origin: tuple[str, ...]) -> bool:
@@ -221,7 +223,7 @@ class SearchRun:
                 child = _or_none(partial(self.space.crossover, parents))
                 if child is not None:
                     take(child, ())
-        for _ in range(p.num_random_mix):
+        for _ in range(random_mix):
             arch = self.random_valid()
             if arch is not None:
                 take(arch, ())
@@ -268,16 +270,15 @@ class SearchRun:
 
     def measure(self, archid: str, objective: str) -> float:
         key = self.key(archid, objective)
-        cached = self.store.get_evaluations([key]).get(key)
-        if cached is not None:
-            return cached.value
         evaluation = self.services.flights.run(key, lambda: self._dispatch(key))
         return evaluation.value
 
     def _dispatch(self, key: EvalKey) -> Evaluation:
+        began = time.perf_counter()
         cached = self.store.get_evaluations([key]).get(key)  # another process may have finished it
         if cached is not None:
             return cached
+        store_seconds = time.perf_counter() - began
         arch = self.archs[key.archid]
         b = self.config.budget
         budget = common_pb2.TrainingBudget(
@@ -318,17 +319,25 @@ class SearchRun:
             response.worker,
             response.seconds,
         )
+        put_began = time.perf_counter()
         stored = self.store.put_evaluation(evaluation)
+        store_seconds += time.perf_counter() - put_began
+        # orchestration overhead: gRPC, (de)serialisation and request handling around the worker's own
+        # time, plus the store round trips this evaluation needed
+        overhead = max(0.0, outcome.rpc_seconds - response.seconds) + store_seconds
         payload = {
             "archid": key.archid,
             "objective": key.objective,
             "value": stored.value,
             "unit": stored.unit,
         }
-        self.event(
-            "evaluation",
-            {**payload, "worker": stored.worker, "seconds": stored.seconds, "attempts": outcome.attempts},
-        )
+        timing = {
+            "seconds": stored.seconds,
+            "overhead_s": overhead,
+            "store_s": store_seconds,
+            "attempts": outcome.attempts,
+        }
+        self.event("evaluation", {**payload, "worker": stored.worker, **timing})
         return stored
 
     def evaluate_all(self, archids: list[str], pool: futures.ThreadPoolExecutor) -> None:

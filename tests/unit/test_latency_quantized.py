@@ -46,13 +46,22 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def fp32_bytes(dataset_dir: Path) -> bytes:
-    """A ~1M-parameter sampled arch, trained 10 steps (about 3 s), exported at 64x64."""
+    """A ~1M-parameter sampled arch, trained 10 steps (about 3 s), exported at 64x64.
+
+    One torch thread: on a busy 2-core host, two OpenMP threads made these 10 steps take 35 s, not 3.
+    """
     params = SearchSpaceParams(img_size=SIZE)
     arch = HgnetSearchSpace(params, seed=0).sample_valid(ParamRange(1e5, 1.5e6))
     torch.manual_seed(0)
     model = build_model(arch.spec, params.num_classes, params.in_channels)
     splits = DatasetSplits.open(dataset_dir, SIZE)
-    partial_train(model, splits.train, splits.val, TrainingConfig(steps=10, batch_size=8, device="cpu"), 18)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = TrainingConfig(steps=10, batch_size=8, device="cpu")
+        partial_train(model, splits.train, splits.val, config, 18)
+    finally:
+        torch.set_num_threads(threads)
     return export_onnx(model, SIZE).model_bytes
 
 
