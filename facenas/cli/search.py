@@ -276,3 +276,44 @@ def outputs(
 ) -> None:
     """Write Archai's outputs (CSV per iteration, Pareto models, plots) from what the store holds."""
     write_search_outputs(_stub(searcher), search_id, out)
+
+
+@app.command("train")
+@user_errors
+def remote_train(
+    file: Annotated[Path, typer.Argument(help="Archai arch JSON file (e.g. from `search get --out`).")],
+    trainer: Annotated[str, typer.Option("--trainer", envvar="FACENAS_TRAINER", help="Trainer address.")],
+    epochs: Annotated[int, typer.Option(min=1, max=10_000)] = 30,
+    img_size: Annotated[int, typer.Option(min=16, max=2048, help="Square image side.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096)] = 16,
+    learning_rate: Annotated[float, typer.Option("--lr", min=1e-8, max=1.0)] = 2e-4,
+    name: Annotated[str, typer.Option(help="Output sub-directory on the trainer (default: archid).")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Final training on a trainer service (Archai's train.py, remotely), with per-epoch progress."""
+    from facenas.space.hgnet import HgnetSearchSpace
+    from facenas.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+
+    arch = HgnetSearchSpace().load(file)
+    request = trainer_pb2.FullTrainRequest(
+        architecture=common_pb2.Architecture(archid=arch.archid, json=arch.to_json()),
+        space=common_pb2.SearchSpace(img_width=img_size, img_height=img_size),
+        budget=common_pb2.TrainingBudget(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate),
+        output_name=name,
+    )
+    stub = trainer_pb2_grpc.TrainerStub(make_channel(trainer))
+    last = None
+    try:
+        for progress in stub.FullTrain(request):
+            last = progress
+            if not progress.done and not json_out:
+                console.print(
+                    f"epoch {progress.epoch}/{progress.epochs}: loss {progress.train_loss:.4f}, "
+                    f"val mIOU {progress.val_miou:.4f} (global {progress.val_miou_global:.4f})"
+                )
+    except grpc.RpcError as err:
+        raise error_from_rpc(err) from None
+    if last is not None and json_out:
+        print_json(_dict(last))
+    elif last is not None:
+        console.print(f"done: {last.output_dir} (model.onnx: {last.onnx_path})")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from facenas.data.facesynth import discover_frames
 from facenas.domain import Budget, EvalSpace
-from facenas.errors import DatasetError
+from facenas.errors import DatasetError, InvalidInput
 from facenas.pipeline import DatasetSplits, partial_train_arch
 from facenas.space.hgnet import Arch
+from facenas.train.final import FinalTrainingResult, train_final
 from facenas.train.loop import TrainingConfig, resolve_device
 from facenas.workers.base import CheckAlive, EvaluationBackend, Measurement, TargetInfo, space_params_for
 
@@ -72,3 +76,42 @@ class TrainerBackend(EvaluationBackend):
                 self.dataset_dir, img_size, self.val_fraction, self.test_fraction
             )
         return self._splits[img_size]
+
+
+_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def full_train(
+    backend: TrainerBackend,
+    arch: Arch,
+    space: EvalSpace,
+    budget: Budget,
+    output_dir: Path,
+    on_epoch: Callable[[dict[str, Any]], None],
+    check_alive: CheckAlive,
+) -> FinalTrainingResult:
+    """Final training of ``arch`` on the backend's dataset into ``output_dir`` (resumable)."""
+    epochs = int(budget.epochs)
+    if budget.steps or epochs != budget.epochs or not 1 <= epochs <= 10_000:
+        raise InvalidInput(f"budget: full training takes whole epochs in [1, 10000], got {budget}")
+    data = backend._data(space.img_size)
+    config = TrainingConfig(
+        batch_size=budget.batch_size,
+        learning_rate=budget.learning_rate,
+        seed=budget.seed,
+        max_eval_batches=budget.max_eval_batches or None,
+        device=backend.device,
+    )
+    params = space_params_for(space)
+    return train_final(
+        arch, params, data.train, data.val, output_dir, epochs, config, on_epoch, lambda *_: check_alive()
+    )
+
+
+def output_path(root: Path, name: str) -> Path:
+    """``root/name``, refusing names that could escape ``root``."""
+    if not _OUTPUT_NAME.match(name) or name in {".", ".."}:
+        raise InvalidInput(
+            f"output_name: {name!r} must be 1-128 characters of letters, digits, '.', '_', '-'"
+        )
+    return root / name

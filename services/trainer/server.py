@@ -9,11 +9,13 @@ from pathlib import Path
 from facenas.rpc.app import base_parser, env, run
 from facenas.rpc.evaluator import EvaluatorServicer
 from facenas.rpc.server import Registration
-from facenas.v1 import common_pb2_grpc
+from facenas.rpc.trainer import TrainerServicer
+from facenas.v1 import common_pb2_grpc, trainer_pb2_grpc
 from facenas.workers.trainer import TrainerBackend
 
 SERVICE = "trainer"
 EVALUATOR = "facenas.v1.Evaluator"
+TRAINER = "facenas.v1.Trainer"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,7 +45,11 @@ def build(args: argparse.Namespace) -> tuple[Sequence[Registration], None]:
         args.dataset_dir, args.device, args.val_fraction, args.test_fraction, args.capacity
     )
     servicer = EvaluatorServicer(backend, SERVICE)
-    return [(common_pb2_grpc.add_EvaluatorServicer_to_server, servicer, EVALUATOR)], None
+    trainer = TrainerServicer(backend, args.output_dir.resolve())
+    return [
+        (common_pb2_grpc.add_EvaluatorServicer_to_server, servicer, EVALUATOR),
+        (trainer_pb2_grpc.add_TrainerServicer_to_server, trainer, TRAINER),
+    ], None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
