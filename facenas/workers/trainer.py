@@ -56,7 +56,15 @@ class TrainerBackend(EvaluationBackend):
         self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, check_alive: CheckAlive
     ) -> Measurement:
         data = self._data(space.img_size)
-        config = TrainingConfig(
+        config = self.training_config(budget)
+        result = partial_train_arch(
+            arch, space_params_for(space), data, config, on_step=lambda *_: check_alive()
+        )
+        return Measurement(result.val_miou, "miou", result.to_dict())
+
+    def training_config(self, budget: Budget) -> TrainingConfig:
+        """The training recipe of ``budget`` on this backend's device."""
+        return TrainingConfig(
             batch_size=budget.batch_size,
             learning_rate=budget.learning_rate,
             epochs=budget.epochs,
@@ -65,10 +73,6 @@ class TrainerBackend(EvaluationBackend):
             seed=budget.seed,
             device=self.device,
         )
-        result = partial_train_arch(
-            arch, space_params_for(space), data, config, on_step=lambda *_: check_alive()
-        )
-        return Measurement(result.val_miou, "miou", result.to_dict())
 
     def _data(self, img_size: tuple[int, int]) -> DatasetSplits:
         if img_size not in self._splits:
@@ -95,13 +99,7 @@ def full_train(
     if budget.steps or epochs != budget.epochs or not 1 <= epochs <= 10_000:
         raise InvalidInput(f"budget: full training takes whole epochs in [1, 10000], got {budget}")
     data = backend._data(space.img_size)
-    config = TrainingConfig(
-        batch_size=budget.batch_size,
-        learning_rate=budget.learning_rate,
-        seed=budget.seed,
-        max_eval_batches=budget.max_eval_batches or None,
-        device=backend.device,
-    )
+    config = backend.training_config(budget)
     params = space_params_for(space)
     return train_final(
         arch, params, data.train, data.val, output_dir, epochs, config, on_epoch, lambda *_: check_alive()
