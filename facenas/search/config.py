@@ -17,8 +17,10 @@ facenas keys (all optional, at the top level next to Archai's ``search:``)::
       max_attempts: 4        # per evaluation, across replicas
       timeout_s: 3600        # per attempt
 
-``search.algorithm.name`` is ``evolution_pareto`` (Archai's, barrier per iteration) or
-``async_evolution_pareto`` (ours: no barrier, every worker kept busy); ``random_search`` samples only.
+``search.algorithm.name`` is ``evolution_pareto`` (Archai's, barrier per iteration),
+``async_evolution_pareto`` (ours: no barrier, every worker kept busy), or Archai's ``local_search``,
+``regularized_evolution`` (``pareto_sample_size``, ``history_size``) and ``random_search``, which run
+on the same barrier loop with their own proposal rules.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from facenas.errors import ConfigError
 from facenas.search.snapshot import ObjectiveInfo
 from facenas.space.params import SearchSpaceParams, search_space_params_from_config
 
-ALGORITHMS = ("evolution_pareto", "async_evolution_pareto", "random_search")
+ALGORITHMS = (
+    "evolution_pareto",
+    "async_evolution_pareto",
+    "local_search",
+    "regularized_evolution",
+    "random_search",
+)
 TARGETS = ("cpu", "snp")
 IOU = "Partial Training Val. IOU"
 CPU_LATENCY = "CPU ONNX Latency (s)"
@@ -56,6 +64,9 @@ class AlgorithmParams:
     max_unseen_population: int = 50
     num_random_mix: int = 5
     seed: int = 42
+    # regularized_evolution: tournament sample size and the age window of the population
+    pareto_sample_size: int = 40
+    history_size: int = 100
 
 
 @dataclass(frozen=True)
@@ -204,6 +215,8 @@ def _algorithm(search: Mapping[str, Any], problems: list[str]) -> tuple[str, Alg
         ),
         num_random_mix=r.number("num_random_mix", d.num_random_mix, 0, 100_000, integer=True),
         seed=r.number("seed", d.seed, 0, 2**63 - 1, integer=True),
+        pareto_sample_size=r.number("pareto_sample_size", d.pareto_sample_size, 1, 100_000, integer=True),
+        history_size=r.number("history_size", d.history_size, 1, 1_000_000, integer=True),
     )
     max_params = r.number("max_parameters", 5e7, 1, 1e10)
     r.unknown(set(AlgorithmParams.__dataclass_fields__) | {"max_parameters"})

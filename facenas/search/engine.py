@@ -197,39 +197,62 @@ class SearchRun:
         return list(out.values())
 
     def next_population(self, front: list[str]) -> list[tuple[Arch, tuple[str, ...]]]:
-        """Archai's recipe: mutants of each front member, crossovers of the front, random samples
-        (``random_search``: random samples only)."""
+        """The next iteration's unseen candidates, by algorithm:
+
+        * ``evolution_pareto`` (Archai's recipe): mutants of each front member, crossovers of the front,
+          random samples; shuffled and cut to ``max_unseen_population``;
+        * ``local_search``: mutants of each front member only;
+        * ``random_search``: random samples only;
+        * ``regularized_evolution``: for each child, the Pareto front of a random sample of the
+          ``history_size`` most recent evaluated candidates gives the parent to mutate.
+        """
         p = self.config.params
-        parents = [] if self.config.algorithm == "random_search" else [self.archs[a] for a in front]
-        random_mix = p.max_unseen_population if self.config.algorithm == "random_search" else p.num_random_mix
+        algorithm = self.config.algorithm
         chosen: dict[str, tuple[Arch, tuple[str, ...]]] = {}
 
-        def take(arch: Arch, origin: tuple[str, ...]) -> bool:
-            if self._fits(arch) and arch.archid not in chosen:
+        def take(arch: Arch | None, origin: tuple[str, ...]) -> bool:
+            if arch is not None and self._fits(arch) and arch.archid not in chosen:
                 chosen[arch.archid] = (arch, origin)
                 return True
             return False
 
+        if algorithm == "regularized_evolution":
+            self._aging_children(take, chosen)
+            return list(chosen.values())
+        parents = [] if algorithm == "random_search" else [self.archs[a] for a in front]
         for parent in parents:
             made = 0
             for _ in range(MAX_PROPOSAL_TRIES):
                 if made >= p.mutations_per_parent:
                     break
-                mutant = _or_none(partial(self.space.mutate, parent))
-                if mutant is not None and take(mutant, (parent.archid,)):
-                    made += 1
-        if parents:
+                made += take(_or_none(partial(self.space.mutate, parent)), (parent.archid,))
+        if algorithm == "evolution_pareto" and parents:
             for _ in range(p.num_crossovers):
-                child = _or_none(partial(self.space.crossover, parents))
-                if child is not None:
-                    take(child, ())
-        for _ in range(random_mix):
-            arch = self.random_valid()
-            if arch is not None:
-                take(arch, ())
+                take(_or_none(partial(self.space.crossover, parents)), ())
+        random_mix = {"evolution_pareto": p.num_random_mix, "random_search": p.max_unseen_population}
+        for _ in range(random_mix.get(algorithm, 0)):
+            take(self.random_valid(), ())
         population = list(chosen.values())
         self.space.rng.shuffle(population)
         return population[: p.max_unseen_population]
+
+    def _aging_children(
+        self, take: Callable[[Arch | None, tuple[str, ...]], bool], chosen: Mapping[str, object]
+    ) -> None:
+        """Regularized (aging) evolution with Pareto tournament selection."""
+        p = self.config.params
+        points = self.complete()
+        history = [a for a in self.archs if a in points][-p.history_size :]
+        if not history:
+            return
+        directions = [o.direction for o in self.objectives]
+        rng = self.space.rng
+        for _ in range(p.max_unseen_population * MAX_PROPOSAL_TRIES):
+            if len(chosen) >= p.max_unseen_population:
+                break
+            sample = rng.sample(history, min(p.pareto_sample_size, len(history)))
+            parent = self.archs[rng.choice(pareto_front({a: points[a] for a in sample}, directions))]
+            take(_or_none(partial(self.space.mutate, parent)), (parent.archid,))
 
     # --- evaluation --------------------------------------------------------------------------------
 
