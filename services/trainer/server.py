@@ -31,6 +31,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=int, default=int(env("threads", 0)), help="torch CPU threads (0 = torch's default)"
     )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(env("output_dir", "trainer-output")),
+        help="where final trainings write checkpoints, model.onnx and metrics.json",
+    )
     p.add_argument("--val-fraction", type=float, default=float(env("val_fraction", 0.02)))
     p.add_argument("--test-fraction", type=float, default=float(env("test_fraction", 0.10)))
     return p
