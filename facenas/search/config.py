@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from facenas.domain import OBJECTIVES, Budget, Direction, EvalSpace
+from facenas.domain import OBJECTIVES, Budget, EvalSpace
 from facenas.errors import ConfigError
 from facenas.search.snapshot import ObjectiveInfo
 from facenas.space.params import SearchSpaceParams, search_space_params_from_config
@@ -260,6 +260,3 @@ def _img_size(
         return default
     return (int(value[0]), int(value[1]))
 
-
-def objective_direction(name: str) -> Direction:
-    return OBJECTIVES[name].direction

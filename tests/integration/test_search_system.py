@@ -184,3 +184,27 @@ def test_bad_requests_get_invalid_argument_naming_the_field(system: System) -> N
     # nobody crashed
     for process in [system.store, system.latency, system.searcher, *system.trainers]:
         assert process.alive, process.name
+
+
+def test_concurrent_searches_and_cancel_stops_the_workers(system: System) -> None:
+    stub = system.stub()
+    quick = stub.StartSearch(searcher_pb2.StartSearchRequest(config=tiny_search(iters=2, seed=5)), timeout=60)
+    slow = stub.StartSearch(
+        searcher_pb2.StartSearchRequest(config=tiny_search(steps=400, seed=6)), timeout=60
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if sum(metric(t, "facenas_work_in_flight") for t in system.trainers) >= 1:
+            break
+        time.sleep(0.1)
+    assert _watch_until_done(system, quick.search.search_id)[-1] == "completed"
+    cancelled = stub.CancelSearch(searcher_pb2.SearchRef(search_id=slow.search.search_id), timeout=60)
+    assert cancelled.search.status == 4  # SEARCH_STATUS_CANCELLED
+    # the cancelled calls reach the trainers, which abandon their work instead of finishing it
+    deadline = time.monotonic() + 20
+    while sum(metric(t, "facenas_work_in_flight") for t in system.trainers) > 0:
+        assert time.monotonic() < deadline, "trainers kept working for a cancelled search"
+        time.sleep(0.2)
+    resumed = stub.ResumeSearch(searcher_pb2.SearchRef(search_id=slow.search.search_id), timeout=60)
+    assert resumed.search.status == 2  # SEARCH_STATUS_RUNNING again
+    stub.CancelSearch(searcher_pb2.SearchRef(search_id=slow.search.search_id), timeout=60)
