@@ -42,3 +42,26 @@ bench: setup
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+
+# Container images and Kubernetes (docker/, deploy/k8s/). `make images` uses docker when its engine
+# answers, else buildah (no daemon; --isolation=chroot also works inside a container); `make deploy
+# OVERLAY=production` applies an overlay.
+VERSION ?= 0.1.0
+OVERLAY ?= local
+IMAGE_SERVICES := searcher store trainer latency_cpu latency_snp
+
+.PHONY: images deploy
+
+images:
+	@if docker info >/dev/null 2>&1; then build="docker build"; \
+	elif command -v buildah >/dev/null 2>&1; then build="buildah bud --isolation=chroot"; \
+	else echo "images: no usable docker engine and no buildah" >&2; exit 1; fi; \
+	for s in $(IMAGE_SERVICES); do \
+		echo "$$build -f docker/$$s/Dockerfile -t facenas/$$s:$(VERSION) ."; \
+		$$build -f docker/$$s/Dockerfile -t facenas/$$s:$(VERSION) . || exit 1; \
+	done; \
+	echo "$$build -f docker/trainer/Dockerfile.cuda -t facenas/trainer-cuda:$(VERSION) ."; \
+	$$build -f docker/trainer/Dockerfile.cuda -t facenas/trainer-cuda:$(VERSION) .
+
+deploy:
+	kubectl apply -k deploy/k8s/overlays/$(OVERLAY)

@@ -259,4 +259,3 @@ def _img_size(
         problems.append(f"training.img_size: {value!r} must be [width, height] within [16, 2048]")
         return default
     return (int(value[0]), int(value[1]))
-

@@ -1,0 +1,349 @@
+"""The Kubernetes manifests in deploy/k8s: every overlay, every component on top of base and all
+components together render with ``kubectl kustomize``, pass the Kubernetes 1.32 schemas (strict: no
+unknown fields) and hang together (selectors, ports, addresses, images, hardening)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+SERVICES = ROOT / "services"
+KUBECTL = shutil.which("kubectl")
+KUBERNETES_VERSION = "1.32"
+
+pytestmark = pytest.mark.skipif(
+    KUBECTL is None, reason="kubectl (with its built-in kustomize) is not installed"
+)
+
+COMPONENTS = sorted(p.name for p in (K8S / "components").iterdir() if (p / "kustomization.yaml").exists())
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
+#: render name -> (kustomization directory, or None for base plus the named components)
+RENDERS: dict[str, tuple[Path | None, tuple[str, ...]]] = {
+    **{f"overlay-{o}": (K8S / "overlays" / o, ()) for o in OVERLAYS},
+    **{f"base+{c}": (None, (c,)) for c in COMPONENTS},
+    "base+all-components": (None, tuple(COMPONENTS)),
+}
+#: custom resources (no schema in kubernetes-validate): kind -> apiVersion
+CUSTOM_KINDS = {"PodMonitor": "monitoring.coreos.com/v1"}
+#: objects the manifests reference but an operator creates (credentials stay out of git)
+EXTERNAL_SECRETS = {"facenas-postgres"}
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+ADDRESS = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:\d+$")
+
+Obj = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def render(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], list[Obj]]:
+    """``render(name)``: the objects ``kubectl kustomize`` prints for one entry of RENDERS (cached)."""
+    cache: dict[str, list[Obj]] = {}
+    workdir = tmp_path_factory.mktemp("kustomize")
+
+    def run(name: str) -> list[Obj]:
+        if name not in cache:
+            directory, components = RENDERS[name]
+            if directory is None:
+                directory = workdir / name
+                directory.mkdir()
+                # kustomize accepts only relative paths to other kustomizations
+                kustomization = {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [os.path.relpath(K8S / "base", directory)],
+                    "components": [os.path.relpath(K8S / "components" / c, directory) for c in components],
+                }
+                (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+            done = subprocess.run(
+                [str(KUBECTL), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, f"kubectl kustomize {directory} failed:\n{done.stderr}"
+            cache[name] = [d for d in yaml.safe_load_all(done.stdout) if d]
+        return cache[name]
+
+    return run
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def ident(obj: Obj) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def of_kind(objs: list[Obj], *kinds: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] in kinds]
+
+
+def pod_templates(objs: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
+    """(workload, its pod template) for every workload."""
+    for obj in of_kind(objs, *WORKLOADS):
+        yield obj, obj["spec"]["template"]
+
+
+def containers(template: Obj) -> list[Obj]:
+    spec = template["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    """A label selector (plain map, or matchLabels/matchExpressions) against a label set."""
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        return all(labels.get(k) == v for k, v in selector.items())
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if (
+            (op == "In" and labels.get(key) not in values)
+            or (op == "NotIn" and labels.get(key) in values)
+            or (op == "Exists" and key not in labels)
+            or (op == "DoesNotExist" and key in labels)
+        ):
+            return False
+    return True
+
+
+def selected_templates(objs: list[Obj], selector: Obj) -> list[Obj]:
+    return [t for _, t in pod_templates(objs) if selects(selector, t["metadata"].get("labels", {}))]
+
+
+def has_port(template: Obj, port: int | str) -> bool:
+    """A container port of the pod, by number or by name."""
+    ports = [p for c in template["spec"]["containers"] for p in c.get("ports", [])]
+    return any(p["containerPort"] == port or p.get("name") == port for p in ports)
+
+
+def image_service(image: str) -> tuple[str, Path]:
+    """``facenas/<name>[:tag|@digest]`` -> (name, docker/<name>/Dockerfile); ``facenas/<name>-cuda`` is
+    the CUDA variant, built from docker/<name>/Dockerfile.cuda."""
+    repository = image.split("@")[0].rsplit(":", 1)[0].removeprefix("facenas/")
+    service, cuda, _ = repository.partition("-cuda")
+    return service, ROOT / "docker" / service / ("Dockerfile.cuda" if cuda else "Dockerfile")
+
+
+def effective_env(objs: list[Obj], container: Obj) -> dict[str, str]:
+    """Literal environment values of a container: envFrom ConfigMaps, then env (which wins)."""
+    configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in of_kind(objs, "ConfigMap")}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(configmaps[source["configMapRef"]["name"]])
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            env.pop(var["name"], None)
+    return env
+
+
+# --- tests ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_every_object_passes_the_kubernetes_schema(render: Callable[[str], list[Obj]], name: str) -> None:
+    objs = render(name)
+    assert objs, f"{name} rendered nothing"
+    problems = []
+    for obj in objs:
+        if obj["kind"] in CUSTOM_KINDS:
+            assert obj["apiVersion"] == CUSTOM_KINDS[obj["kind"]], ident(obj)
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            problems.append(f"{ident(obj)} at {'.'.join(map(str, err.path))}: {err.message}")
+    assert not problems, "\n".join(problems)
+    assert of_kind(objs, "Namespace")[0]["metadata"]["name"] == "facenas"
+    namespaced = [o for o in objs if o["kind"] != "Namespace"]
+    assert all(o["metadata"].get("namespace") == "facenas" for o in namespaced), [
+        ident(o) for o in namespaced if o["metadata"].get("namespace") != "facenas"
+    ]
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_services_select_pods_that_have_their_target_ports(
+    render: Callable[[str], list[Obj]], name: str
+) -> None:
+    objs = render(name)
+    for service in of_kind(objs, "Service"):
+        templates = selected_templates(objs, service["spec"]["selector"])
+        assert templates, f"{ident(service)} selects no pod template"
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            assert all(has_port(t, target) for t in templates), f"{ident(service)}: no pod port {target}"
+    for budget in of_kind(objs, "PodDisruptionBudget"):
+        assert selected_templates(objs, budget["spec"]["selector"]), f"{ident(budget)} selects nothing"
+    for monitor in of_kind(objs, "PodMonitor"):
+        templates = selected_templates(objs, monitor["spec"]["selector"])
+        assert templates, f"{ident(monitor)} selects no pod template"
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            assert all(has_port(t, endpoint["port"]) for t in templates), ident(monitor)
+    for policy in of_kind(objs, "NetworkPolicy"):
+        templates = selected_templates(objs, policy["spec"]["podSelector"])
+        assert templates, f"{ident(policy)} applies to no pod"
+        for rule in policy["spec"].get("ingress", []):
+            for port in rule.get("ports", []):
+                assert all(has_port(t, port["port"]) for t in templates), f"{ident(policy)}: {port}"
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_grpc_probes_check_a_declared_port(render: Callable[[str], list[Obj]], name: str) -> None:
+    for workload, template in pod_templates(render(name)):
+        for container in template["spec"]["containers"]:
+            declared = {p["containerPort"] for p in container.get("ports", [])}
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                probe = container.get(kind)
+                if workload["kind"] == "Deployment":
+                    assert probe is not None and "grpc" in probe, f"{ident(workload)}: no gRPC {kind}"
+                if probe and "grpc" in probe:
+                    assert probe["grpc"]["port"] in declared, f"{ident(workload)} {kind}"
+            if workload["kind"] != "Deployment":
+                continue
+            # the server listens where the probes look; readiness names a service that the server
+            # registers with gRPC health, the other probes that or the server as a whole ("")
+            readiness = container["readinessProbe"]["grpc"]
+            assert effective_env(render(name), container).get("FACENAS_PORT") == str(readiness["port"])
+            service = image_service(container["image"])[0]
+            registered = set(
+                re.findall(r'"(facenas\.v1\.\w+)"', (SERVICES / service / "server.py").read_text())
+            )
+            assert readiness.get("service") in registered, f"{ident(workload)}: not one of {registered}"
+            for kind in ("startupProbe", "livenessProbe"):
+                probe = container[kind]["grpc"]
+                assert probe["port"] == readiness["port"], f"{ident(workload)} {kind}"
+                assert probe.get("service", "") in registered | {""}, f"{ident(workload)} {kind}"
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_service_addresses_in_facenas_env_exist(render: Callable[[str], list[Obj]], name: str) -> None:
+    objs = render(name)
+    services = {
+        (s["metadata"]["name"], s["metadata"]["namespace"]): {p["port"] for p in s["spec"]["ports"]}
+        for s in of_kind(objs, "Service")
+    }
+    checked = 0
+    for workload, template in pod_templates(objs):
+        for container in containers(template):
+            for key, value in effective_env(objs, container).items():
+                for address in (a.strip() for a in value.split(",")) if key.startswith("FACENAS_") else ():
+                    if not ADDRESS.match(address):
+                        continue
+                    host, port = address.rsplit(":", 1)
+                    parts = host.split(".")
+                    assert len(parts) in (1, 2) or parts[2:] in (["svc"], ["svc", "cluster", "local"]), (
+                        f"{ident(workload)} {key}={value}: {host} is not a Service name"
+                    )
+                    namespace = parts[1] if len(parts) > 1 else workload["metadata"]["namespace"]
+                    ports = services.get((parts[0], namespace))
+                    assert ports is not None, f"{ident(workload)} {key}: no Service {parts[0]}.{namespace}"
+                    assert int(port) in ports, f"{ident(workload)} {key}: Service {parts[0]} has no {port}"
+                    checked += 1
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] in EXTERNAL_SECRETS | {
+                        s["metadata"]["name"] for s in of_kind(objs, "Secret")
+                    }
+    assert checked >= 4, "the searcher should be given the store, trainer and latency addresses"
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_volumes_and_config_refer_to_rendered_objects(render: Callable[[str], list[Obj]], name: str) -> None:
+    objs = render(name)
+    claims = {c["metadata"]["name"] for c in of_kind(objs, "PersistentVolumeClaim")}
+    configmaps = {c["metadata"]["name"] for c in of_kind(objs, "ConfigMap")}
+    accounts = {a["metadata"]["name"] for a in of_kind(objs, "ServiceAccount")}
+    for workload, template in pod_templates(objs):
+        spec = template["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, f"{ident(workload)}: {volume}"
+        for container in containers(template):
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{ident(workload)}: no volume {mount['name']}"
+            for source in container.get("envFrom", []):
+                assert source["configMapRef"]["name"] in configmaps, ident(workload)
+        if "serviceAccountName" in spec:
+            assert spec["serviceAccountName"] in accounts, ident(workload)
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_every_image_is_built_from_a_dockerfile_here(render: Callable[[str], list[Obj]], name: str) -> None:
+    for workload, template in pod_templates(render(name)):
+        for container in containers(template):
+            image = container["image"]
+            assert image.startswith("facenas/"), f"{ident(workload)}: {image} is not a facenas image"
+            service, dockerfile = image_service(image)
+            assert dockerfile.is_file(), f"{ident(workload)}: {image} has no {dockerfile.relative_to(ROOT)}"
+            assert f'"services.{service}"' in dockerfile.read_text(), f"{dockerfile} runs another service"
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_every_container_is_hardened_and_bounded(render: Callable[[str], list[Obj]], name: str) -> None:
+    for workload, template in pod_templates(render(name)):
+        spec = template["spec"]
+        where = ident(workload)
+        assert spec.get("automountServiceAccountToken") is False, where
+        pod_security = spec.get("securityContext", {})
+        assert pod_security.get("runAsNonRoot") is True, where
+        assert pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        for container in containers(template):
+            security = container.get("securityContext", {})
+            assert security.get("readOnlyRootFilesystem") is True, where
+            assert "ALL" in security.get("capabilities", {}).get("drop", []), where
+            assert security.get("capabilities", {}).get("add") is None, where
+            if security.get("privileged"):
+                # only the USB-attached Snapdragon profiler (components/snapdragon) may be privileged
+                assert workload["metadata"]["name"] == "latency-snp", where
+                assert "snapdragon" in RENDERS[name][1], where
+            else:
+                assert security.get("allowPrivilegeEscalation") is False, where
+            mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{where}: a read-only root filesystem needs a writable /tmp"
+            resources = container.get("resources", {})
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources.get(bound, {})), f"{where}: {bound}"
+            ports = {p.get("name") for p in container.get("ports", [])}
+            if workload["kind"] == "Deployment":
+                assert "metrics" in ports, f"{where}: no port named metrics"
+
+
+def test_store_keeps_its_sqlite_file_on_a_claim_unless_postgres(render: Callable[[str], list[Obj]]) -> None:
+    for name in RENDERS:
+        objs = render(name)
+        store = next(d for d in of_kind(objs, "Deployment") if d["metadata"]["name"] == "store")
+        env = {v["name"]: v for v in store["spec"]["template"]["spec"]["containers"][0]["env"]}
+        postgres = "postgres" in RENDERS[name][1] or name == "overlay-production"
+        if postgres:
+            assert env["FACENAS_STORE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "facenas-postgres"
+            assert "facenas-store" not in {
+                c["metadata"]["name"] for c in of_kind(objs, "PersistentVolumeClaim")
+            }
+        else:
+            assert env["FACENAS_STORE_URL"]["value"].startswith("sqlite:////var/lib/facenas/store/")
+            assert store["spec"]["replicas"] == 1 and store["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_cpu_latency_pods_get_guaranteed_whole_cpus(render: Callable[[str], list[Obj]]) -> None:
+    for name in ("base+cpu-latency", "overlay-production"):
+        latency = next(
+            d for d in of_kind(render(name), "Deployment") if d["metadata"]["name"] == "latency-cpu"
+        )
+        spec = latency["spec"]["template"]["spec"]
+        assert spec["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
+        for container in containers(latency["spec"]["template"]):
+            resources = container["resources"]
+            assert resources["requests"] == resources["limits"], name
+            assert re.fullmatch(r"[1-9][0-9]*", str(resources["limits"]["cpu"])), name
