@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -81,17 +82,61 @@ def _wait(
                 raise Cancelled("search cancelled") from None
 
 
+DNS_PREFIX = "dns:///"
+RESOLVE_EVERY_S = 15.0
+
+
+def resolve(spec: str) -> list[str]:
+    """``host:port`` is one replica; ``dns:///name:port`` is one replica per IPv4/IPv6 address the name
+    resolves to (a Kubernetes headless Service gives every ready pod)."""
+    if not spec.startswith(DNS_PREFIX):
+        return [spec]
+    host, sep, port = spec[len(DNS_PREFIX) :].rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError([f"{spec}: expected dns:///NAME:PORT"])
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as err:
+        log.warning("cannot resolve replicas", extra={"dns_name": host, "error": str(err)})
+        return []
+    addresses = {str(info[4][0]) for info in infos}
+    return sorted(f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses)
+
+
 class ReplicaPool:
-    """All replicas of one objective service."""
+    """All replicas of one objective service; ``dns:///`` names are re-resolved as pods come and go."""
 
     def __init__(self, service: str, addresses: Sequence[str], rpc_timeout: float = 10.0) -> None:
         if not addresses:
             raise ConfigError([f"{service}: no replica addresses configured"])
         self.service = service
         self.rpc_timeout = rpc_timeout
-        self.replicas = [self._replica(a) for a in addresses]
+        self.specs = list(addresses)
+        self.replicas: list[Replica] = []
         self._cond = threading.Condition()
+        self._resolved_at = 0.0
+        self.refresh()
         self.started = time.monotonic()
+
+    def refresh(self) -> None:
+        """Add replicas that appeared behind a ``dns:///`` name; drop idle ones that disappeared."""
+        wanted = [a for spec in self.specs for a in resolve(spec)]
+        with self._cond:
+            self._resolved_at = time.monotonic()
+            known = {r.address: r for r in self.replicas}
+            kept = [r for r in self.replicas if r.address in wanted or r.in_flight > 0]
+            for replica in self.replicas:
+                if replica not in kept:
+                    replica.channel.close()
+            added = [self._replica(a) for a in dict.fromkeys(wanted) if a not in known]
+            for replica in added:  # learn the capacity of a newcomer from one of its peers
+                replica.capacity = max((r.capacity for r in kept), default=1)
+            self.replicas = kept + added
+            self._cond.notify_all()
+        if added:
+            log.info(
+                "replicas added", extra={"service": self.service, "replicas": [r.address for r in added]}
+            )
 
     @staticmethod
     def _replica(address: str) -> Replica:
@@ -187,8 +232,11 @@ class ReplicaPool:
     def _acquire(self, tried: list[str], cancelled: Callable[[], bool]) -> Replica:
         """A free slot on the least-loaded healthy replica; a replica this call already failed on is
         used again only when no other replica is healthy (busy ones are waited for instead)."""
-        with self._cond:
+        dynamic = any(spec.startswith(DNS_PREFIX) for spec in self.specs)
+        with self._cond:  # reentrant: refresh() may run while it is held
             while True:
+                if dynamic and time.monotonic() - self._resolved_at > RESOLVE_EVERY_S:
+                    self.refresh()
                 if cancelled():
                     raise Cancelled("search cancelled")
                 now = time.monotonic()

@@ -24,7 +24,11 @@ def _addresses(text: str | None) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = base_parser(SERVICE, 50051)
     p.add_argument("--store", default=env("store", "127.0.0.1:50060"), help="store service address")
-    p.add_argument("--trainer", default=env("trainer", ""), help="comma-separated trainer replica addresses")
+    p.add_argument(
+        "--trainer",
+        default=env("trainer", ""),
+        help="trainer replicas: host:port,... or dns:///NAME:PORT (every address NAME resolves to)",
+    )
     p.add_argument("--latency-cpu", default=env("latency_cpu", ""), help="latency_cpu replica addresses")
     p.add_argument("--latency-snp", default=env("latency_snp", ""), help="latency_snp replica addresses")
     p.add_argument(

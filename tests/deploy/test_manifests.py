@@ -237,6 +237,7 @@ def test_service_addresses_in_facenas_env_exist(render: Callable[[str], list[Obj
         for container in containers(template):
             for key, value in effective_env(objs, container).items():
                 for address in (a.strip() for a in value.split(",")) if key.startswith("FACENAS_") else ():
+                    address = address.removeprefix("dns:///")  # a headless Service: every pod a replica
                     if not ADDRESS.match(address):
                         continue
                     host, port = address.rsplit(":", 1)
