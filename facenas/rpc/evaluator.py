@@ -72,6 +72,7 @@ class EvaluatorServicer(common_pb2_grpc.EvaluatorServicer):
         self.worker = worker_id()
         self.max_queue = max_queue
         self._slots = threading.BoundedSemaphore(max(1, backend.capacity))
+        metrics.CAPACITY.labels(service).set(max(1, backend.capacity))
         self._waiting = 0
         self._lock = threading.Lock()
 

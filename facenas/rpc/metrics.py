@@ -45,6 +45,7 @@ WORK_IN_FLIGHT = Gauge(
     "Evaluations (training, measurements) running now in this process.",
     ["service"],
 )
+CAPACITY = Gauge("facenas_worker_capacity", "Evaluations this process runs at once.", ["service"])
 QUEUE_DEPTH = Gauge(
     "facenas_queue_depth",
     "Requests waiting for a free evaluation slot in this process.",

@@ -21,6 +21,7 @@ import grpc
 from facenas.errors import Cancelled, ConfigError, InvalidInput, Unavailable
 from facenas.rpc.client import make_channel
 from facenas.rpc.status import error_from_rpc
+from facenas.search import metrics
 from facenas.v1 import common_pb2, common_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,7 @@ class ReplicaPool:
                 log.warning(
                     "evaluation failed on replica", extra={"replica": replica.address, "code": code.name}
                 )
+                metrics.RETRIES.labels(self.service).inc()
                 if on_retry is not None and attempt < max_attempts:
                     on_retry(replica.address, last_error, attempt)
                 continue
@@ -247,8 +249,13 @@ class ReplicaPool:
                 if free:
                     chosen = min(free, key=lambda r: (r.in_flight / r.capacity, random.random()))
                     chosen.in_flight += 1
+                    self.publish()
                     return chosen
-                self._cond.wait(timeout=0.25)
+                metrics.PENDING.labels(self.service).inc()
+                try:
+                    self._cond.wait(timeout=0.25)
+                finally:
+                    metrics.PENDING.labels(self.service).dec()
 
     def _release(self, replica: Replica, seconds: float, failed: bool) -> None:
         with self._cond:
@@ -261,7 +268,16 @@ class ReplicaPool:
             else:
                 replica.failures = 0
                 replica.benched_until = 0.0
+            self.publish()
             self._cond.notify_all()
+
+    def publish(self) -> None:
+        """Export each replica's health, load and capacity (call with the condition held)."""
+        now = time.monotonic()
+        for r in self.replicas:
+            metrics.REPLICA_UP.labels(self.service, r.address).set(1 if r.benched_until <= now else 0)
+            metrics.REPLICA_IN_FLIGHT.labels(self.service, r.address).set(r.in_flight)
+            metrics.REPLICA_CAPACITY.labels(self.service, r.address).set(r.capacity)
 
     def close(self) -> None:
         for replica in self.replicas:

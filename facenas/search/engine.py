@@ -22,6 +22,7 @@ from typing import Any
 
 from facenas.domain import OBJECTIVES, ArchRecord, Candidate, EvalKey, Evaluation, IterationRecord, budget_key
 from facenas.errors import ArchSpecError, Cancelled, FacenasError, InvalidInput, Unavailable
+from facenas.search import metrics
 from facenas.search.config import SearchConfig
 from facenas.search.dispatch import ReplicaPool
 from facenas.search.pareto import hypervolume, pareto_front, reference_point
@@ -166,6 +167,7 @@ class SearchRun:
         with self._lock:
             self.archs[arch.archid] = arch
             self.iteration_of[arch.archid] = iteration
+        metrics.CANDIDATES.labels(self.search_id).inc()
         self.event(
             "candidate",
             {"archid": arch.archid, "iteration": iteration, "parents": list(parents), "params": params},
@@ -296,6 +298,7 @@ class SearchRun:
         with self._lock:
             for key, evaluation in found.items():
                 self.values[archid][missing[key]] = evaluation.value
+                metrics.EVALUATIONS.labels(self.search_id, missing[key], "cached").inc()
 
     def check_constraints(self, archid: str) -> bool:
         """Mark and report ``archid`` infeasible when a measured value breaks a constraint."""
@@ -312,7 +315,15 @@ class SearchRun:
 
     def measure(self, archid: str, objective: str) -> float:
         key = self.key(archid, objective)
-        evaluation = self.services.flights.run(key, lambda: self._dispatch(key))
+        began = time.monotonic()
+        try:
+            evaluation = self.services.flights.run(key, lambda: self._dispatch(key))
+        except (InvalidInput, Unavailable):
+            metrics.EVALUATIONS.labels(self.search_id, objective, "failed").inc()
+            raise
+        metrics.EVALUATION_SECONDS.labels(objective).observe(time.monotonic() - began)
+        metrics.EVALUATIONS.labels(self.search_id, objective, "ok").inc()
+        metrics.LAST_PROGRESS.labels(self.search_id).set(time.time())
         return evaluation.value
 
     def _dispatch(self, key: EvalKey) -> Evaluation:
@@ -426,6 +437,10 @@ class SearchRun:
         record = self.store.put_iteration(
             IterationRecord(self.search_id, iteration, tuple(front), hv, state, self.walltime())
         )
+        metrics.ITERATION.labels(self.search_id).set(iteration)
+        metrics.HYPERVOLUME.labels(self.search_id).set(hv)
+        metrics.PARETO_SIZE.labels(self.search_id).set(len(front))
+        metrics.LAST_PROGRESS.labels(self.search_id).set(time.time())
         summary = {"iteration": iteration, "pareto": front, "hypervolume": hv}
         self.event(
             "iteration", {**summary, "evaluated": len(self.complete()), "walltime_s": record.walltime_s}

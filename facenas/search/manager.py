@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from facenas.domain import OBJECTIVES, EvalKey, Event, SearchRecord, SearchStatus
 from facenas.errors import Cancelled, ConfigError, FacenasError, InvalidInput, NotFound
+from facenas.search import metrics
 from facenas.search.config import SearchConfig, parse_search_config
 from facenas.search.dispatch import ReplicaPool
 from facenas.search.engine import SearchRun, Services, SingleFlight
@@ -128,6 +131,8 @@ class SearchManager:
 
     def _run(self, search_id: str, config: SearchConfig, stop: threading.Event, resumed: bool) -> None:
         self._event(search_id, "resumed" if resumed else "started", {"algorithm": config.algorithm})
+        metrics.LAST_PROGRESS.labels(search_id).set(time.time())
+        metrics.RUNNING.inc()
         try:
             SearchRun(search_id, config, self.services, stop).run()
         except Cancelled:
@@ -149,6 +154,10 @@ class SearchManager:
             self.store.set_search_status(search_id, SearchStatus.FAILED, f"{type(err).__name__}: {err}")
             self._event(search_id, "failed", {"error": f"{type(err).__name__}: {err}"})
             return
+        finally:
+            metrics.RUNNING.dec()
+            with contextlib.suppress(KeyError):
+                metrics.LAST_PROGRESS.remove(search_id)
         self.store.set_search_status(search_id, SearchStatus.COMPLETED)
         self._event(search_id, "completed", {})
 
