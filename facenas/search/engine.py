@@ -495,8 +495,10 @@ class SearchRun:
             k = iterations[-1].iteration + 1
         done = {a for a in self.archs if a in self.complete() or a in self.infeasible or a in self.failed}
         queue = [a for a in self.archs if a not in done]
-        boundary = p.init_num_models + k * p.max_unseen_population if k else p.init_num_models
-        limit = sum(pool.capacity for pool in self.services.pools.values())
+        boundary = p.init_num_models + k * p.max_unseen_population
+        # one candidate in flight per evaluation slot of the services this search uses
+        used = {OBJECTIVES[o.name].service for o in self.objectives}
+        limit = sum(self.services.pools[service].capacity for service in used)
         finished = len(done)
         inflight: dict[futures.Future[None], str] = {}
         with futures.ThreadPoolExecutor(limit + 2, thread_name_prefix=f"search-{self.search_id[:8]}") as pool:
