@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from facenas.cli import arch as arch_cmd
+from facenas.cli import cluster as cluster_cmd
 from facenas.cli import data as data_cmd
 from facenas.cli import run as run_cmd
 from facenas.cli import search as search_cmd
@@ -22,6 +23,7 @@ app = typer.Typer(
 app.add_typer(arch_cmd.app, name="arch")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(search_cmd.app, name="search")
+app.add_typer(cluster_cmd.app, name="cluster")
 app.command("latency")(run_cmd.latency)
 app.command("train")(run_cmd.train)
 app.command("demo")(run_cmd.demo)

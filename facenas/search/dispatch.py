@@ -115,6 +115,7 @@ class ReplicaPool:
         self.specs = list(addresses)
         self.replicas: list[Replica] = []
         self._cond = threading.Condition()
+        self._waiting = 0
         self._resolved_at = 0.0
         self.refresh()
         self.started = time.monotonic()
@@ -147,6 +148,11 @@ class ReplicaPool:
     @property
     def capacity(self) -> int:
         return sum(r.capacity for r in self.replicas)
+
+    def demand(self) -> int:
+        """Evaluations running plus waiting for a slot (what replicas are needed for)."""
+        with self._cond:
+            return sum(r.in_flight for r in self.replicas) + self._waiting
 
     def busy_seconds(self) -> float:
         with self._cond:
@@ -252,9 +258,11 @@ class ReplicaPool:
                     self.publish()
                     return chosen
                 metrics.PENDING.labels(self.service).inc()
+                self._waiting += 1
                 try:
                     self._cond.wait(timeout=0.25)
                 finally:
+                    self._waiting -= 1
                     metrics.PENDING.labels(self.service).dec()
 
     def _release(self, replica: Replica, seconds: float, failed: bool) -> None:

@@ -39,7 +39,8 @@ CUSTOM_KINDS = {"PodMonitor": "monitoring.coreos.com/v1"}
 #: objects the manifests reference but an operator creates (credentials stay out of git)
 EXTERNAL_SECRETS = {"facenas-postgres"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
-ADDRESS = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:\d+$")
+# host:port where the host is a name (has a letter): "1:8" (a MIN:MAX range) is not an address
+ADDRESS = re.compile(r"^[a-z0-9-]*[a-z][a-z0-9.-]*:\d+$")
 
 Obj = dict[str, Any]
 
@@ -293,10 +294,21 @@ def test_every_image_is_built_from_a_dockerfile_here(render: Callable[[str], lis
 
 @pytest.mark.parametrize("name", RENDERS)
 def test_every_container_is_hardened_and_bounded(render: Callable[[str], list[Obj]], name: str) -> None:
-    for workload, template in pod_templates(render(name)):
+    objs = render(name)
+    rbac_subjects = {
+        subject["name"]
+        for binding in of_kind(objs, "RoleBinding")
+        for subject in binding.get("subjects", [])
+        if subject.get("kind") == "ServiceAccount"
+    }
+    for workload, template in pod_templates(objs):
         spec = template["spec"]
         where = ident(workload)
-        assert spec.get("automountServiceAccountToken") is False, where
+        # the API token is mounted only into pods whose service account RBAC grants something
+        if spec.get("automountServiceAccountToken") is not False:
+            assert spec.get("serviceAccountName") in rbac_subjects, (
+                f"{where} mounts a token it has no use for"
+            )
         pod_security = spec.get("securityContext", {})
         assert pod_security.get("runAsNonRoot") is True, where
         assert pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault", where

@@ -1,0 +1,1 @@
+"""Kubernetes awareness: trainer autoscaling by pending work, and a cluster status report."""
