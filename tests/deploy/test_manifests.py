@@ -4,6 +4,7 @@ unknown fields) and hang together (selectors, ports, addresses, images, hardenin
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -29,10 +30,14 @@ pytestmark = pytest.mark.skipif(
 COMPONENTS = sorted(p.name for p in (K8S / "components").iterdir() if (p / "kustomization.yaml").exists())
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 #: render name -> (kustomization directory, or None for base plus the named components)
+#: every overlay, and base with every combination of components (an operator may switch on any set)
 RENDERS: dict[str, tuple[Path | None, tuple[str, ...]]] = {
     **{f"overlay-{o}": (K8S / "overlays" / o, ()) for o in OVERLAYS},
-    **{f"base+{c}": (None, (c,)) for c in COMPONENTS},
-    "base+all-components": (None, tuple(COMPONENTS)),
+    **{
+        "base+" + ("+".join(combo) or "no-components"): (None, combo)
+        for size in range(len(COMPONENTS) + 1)
+        for combo in itertools.combinations(COMPONENTS, size)
+    },
 }
 #: custom resources (no schema in kubernetes-validate): kind -> apiVersion
 CUSTOM_KINDS = {"PodMonitor": "monitoring.coreos.com/v1"}
