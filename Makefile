@@ -50,7 +50,11 @@ VERSION ?= 0.1.0
 OVERLAY ?= local
 IMAGE_SERVICES := searcher store trainer latency_cpu latency_snp
 
-.PHONY: images deploy
+.PHONY: images deploy manifests
+
+# the monitoring component's copies of deploy/grafana and deploy/prometheus (tests/deploy checks them)
+manifests: setup
+	$(BIN)/python deploy/sync_monitoring.py
 
 images:
 	@if docker info >/dev/null 2>&1; then build="docker build"; \

@@ -5,6 +5,7 @@ unknown fields) and hang together (selectors, ports, addresses, images, hardenin
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -40,7 +41,7 @@ RENDERS: dict[str, tuple[Path | None, tuple[str, ...]]] = {
     },
 }
 #: custom resources (no schema in kubernetes-validate): kind -> apiVersion
-CUSTOM_KINDS = {"PodMonitor": "monitoring.coreos.com/v1"}
+CUSTOM_KINDS = {"PodMonitor": "monitoring.coreos.com/v1", "PrometheusRule": "monitoring.coreos.com/v1"}
 #: objects the manifests reference but an operator creates (credentials stay out of git)
 EXTERNAL_SECRETS = {"facenas-postgres"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
@@ -365,3 +366,27 @@ def test_cpu_latency_pods_get_guaranteed_whole_cpus(render: Callable[[str], list
             resources = container["resources"]
             assert resources["requests"] == resources["limits"], name
             assert re.fullmatch(r"[1-9][0-9]*", str(resources["limits"]["cpu"])), name
+
+
+def test_monitoring_component_copies_are_current() -> None:
+    """The component's dashboard and rules are `make manifests` copies of deploy/grafana and /prometheus."""
+    component = K8S / "components" / "monitoring"
+    dashboard = ROOT / "deploy" / "grafana" / "facenas-dashboard.json"
+    assert (component / "facenas-dashboard.json").read_bytes() == dashboard.read_bytes(), (
+        "run `make manifests`"
+    )
+    rule = yaml.safe_load((component / "prometheus-rule.yaml").read_text())
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    assert rule["kind"] == "PrometheusRule" and rule["spec"]["groups"] == alerts["groups"], (
+        "run `make manifests`"
+    )
+
+
+def test_monitoring_component_ships_dashboard_and_rules(render: Callable[[str], list[Obj]]) -> None:
+    objs = render("base+monitoring")
+    dashboards = [
+        c for c in of_kind(objs, "ConfigMap") if c["metadata"]["name"] == "facenas-grafana-dashboard"
+    ]
+    assert dashboards and dashboards[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboards[0]["data"]["facenas-dashboard.json"])["panels"]
+    assert of_kind(objs, "PrometheusRule")
