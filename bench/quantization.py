@@ -39,10 +39,10 @@ from facenas.latency.quantized import (
     onnx_miou,
     quantize_int8,
 )
-from facenas.model import build_model, export_onnx
-from facenas.pipeline import DatasetSplits
+from facenas.model import export_onnx
+from facenas.pipeline import DatasetSplits, partial_train_model
 from facenas.space import Arch, HgnetSearchSpace, ParamRange, SearchSpaceParams
-from facenas.train.loop import TrainingConfig, partial_train
+from facenas.train.loop import TrainingConfig
 
 HEADER = "archid      Mparams  fp32 ms   int8 ms  speedup  cv     load"
 
@@ -71,11 +71,8 @@ def _archs(space: HgnetSearchSpace, n: int, low: float, high: float) -> list[Arc
 
 
 def _trained_onnx(arch: Arch, params: SearchSpaceParams, data: DatasetSplits, steps: int) -> bytes:
-    """What ``pipeline.partial_train_arch`` does, keeping the model so that it can be exported."""
-    config = TrainingConfig(steps=steps, batch_size=8)
-    torch.manual_seed(config.seed)
-    model = build_model(arch.spec, params.num_classes, params.in_channels)
-    partial_train(model, data.train, data.val, config, params.num_classes)
+    """Partially train ``arch`` and export the trained model."""
+    model, _ = partial_train_model(arch, params, data, TrainingConfig(steps=steps, batch_size=8))
     return export_onnx(model.cpu(), data.train.img_size, params.in_channels).model_bytes
 
 

@@ -66,7 +66,18 @@ def partial_train_arch(
     on_step: StepCallback | None = None,
 ) -> TrainResult:
     """Archai's partial-training objective for ``arch`` on ``data``."""
+    return partial_train_model(arch, params, data, config, on_step)[1]
+
+
+def partial_train_model(
+    arch: Arch,
+    params: SearchSpaceParams,
+    data: DatasetSplits,
+    config: TrainingConfig,
+    on_step: StepCallback | None = None,
+) -> tuple[torch.nn.Module, TrainResult]:
+    """:func:`partial_train_arch`, also returning the trained model (e.g. to export it)."""
     check_input_size(arch.spec, data.train.img_size)
     torch.manual_seed(config.seed)  # weight initialisation is part of the seeded recipe
     model = build_model(arch.spec, params.num_classes, params.in_channels)
-    return partial_train(model, data.train, data.val, config, params.num_classes, on_step)
+    return model, partial_train(model, data.train, data.val, config, params.num_classes, on_step)

@@ -49,6 +49,12 @@ def base_parser(service: str, default_port: int) -> argparse.ArgumentParser:
     return parser
 
 
+def add_dataset_dir(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--dataset-dir`` (``FACENAS_DATASET_DIR``), required unless the environment sets it."""
+    default = env("dataset_dir", None)
+    parser.add_argument("--dataset-dir", type=Path, default=default, required=default is None, help=help)
+
+
 def run(
     service: str, parser: argparse.ArgumentParser, build: Builder, argv: Sequence[str] | None = None
 ) -> int:

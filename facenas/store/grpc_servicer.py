@@ -66,7 +66,7 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         return store_pb2.ListIterationsResponse(iterations=[pc.iteration_to_proto(i) for i in found])
 
     def AppendEvent(self, request: store_pb2.AppendEventRequest, context: Ctx) -> Any:
-        payload = pc._loads(request.payload_json, "payload_json")
+        payload = pc.loads_json(request.payload_json, "payload_json")
         return pc.event_to_proto(self.store.append_event(request.search_id, request.kind, payload))
 
     def ListEvents(self, request: store_pb2.ListEventsRequest, context: Ctx) -> Any:

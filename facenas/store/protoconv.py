@@ -28,7 +28,8 @@ _STATUS_TO_PROTO = {
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 
 
-def _loads(text: str, field: str) -> Any:
+def loads_json(text: str, field: str) -> Any:
+    """JSON text of a message field (empty = {}); InvalidInput naming the field when malformed."""
     if not text:
         return {}
     try:
@@ -113,7 +114,7 @@ def evaluation_from_proto(m: store_pb2.Evaluation) -> Evaluation:
         key_from_proto(m.key),
         m.value,
         m.unit,
-        _loads(m.details_json, "details_json"),
+        loads_json(m.details_json, "details_json"),
         m.worker,
         m.seconds,
         m.created_at,
@@ -138,7 +139,7 @@ def iteration_from_proto(m: store_pb2.IterationRecord) -> IterationRecord:
         m.iteration,
         tuple(m.pareto),
         m.hypervolume,
-        _loads(m.state_json, "state_json"),
+        loads_json(m.state_json, "state_json"),
         m.walltime_s,
         m.created_at,
     )
@@ -155,4 +156,4 @@ def event_to_proto(r: Event) -> store_pb2.Event:
 
 
 def event_from_proto(m: store_pb2.Event) -> Event:
-    return Event(m.search_id, m.seq, m.kind, _loads(m.payload_json, "payload_json"), m.created_at)
+    return Event(m.search_id, m.seq, m.kind, loads_json(m.payload_json, "payload_json"), m.created_at)

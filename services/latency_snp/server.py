@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 from facenas.latency import LatencyProtocol
-from facenas.rpc.app import base_parser, env, run
+from facenas.rpc.app import add_dataset_dir, base_parser, env, run
 from facenas.rpc.evaluator import EvaluatorServicer
 from facenas.rpc.server import Registration
 from facenas.v1 import common_pb2_grpc
@@ -19,13 +18,7 @@ EVALUATOR = "facenas.v1.Evaluator"
 
 def parser() -> argparse.ArgumentParser:
     p = base_parser(SERVICE, 50063)
-    p.add_argument(
-        "--dataset-dir",
-        type=Path,
-        default=env("dataset_dir", None),
-        required=env("dataset_dir", None) is None,
-        help="calibration images are drawn from this dataset's train split",
-    )
+    add_dataset_dir(p, "calibration images are drawn from this dataset's train split")
     p.add_argument("--calibration-images", type=int, default=int(env("calibration_images", 16)))
     p.add_argument("--threads", type=int, default=int(env("threads", 1)), help="onnxruntime intra-op threads")
     p.add_argument("--rounds", type=int, default=int(env("rounds", 7)))

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from facenas.rpc.app import base_parser, env, run
+from facenas.rpc.app import add_dataset_dir, base_parser, env, run
 from facenas.rpc.evaluator import EvaluatorServicer
 from facenas.rpc.server import Registration
 from facenas.rpc.trainer import TrainerServicer
@@ -20,12 +20,7 @@ TRAINER = "facenas.v1.Trainer"
 
 def parser() -> argparse.ArgumentParser:
     p = base_parser(SERVICE, 50061)
-    p.add_argument(
-        "--dataset-dir",
-        type=Path,
-        default=env("dataset_dir", None),
-        required=env("dataset_dir", None) is None,
-    )
+    add_dataset_dir(p, "Face Synthetics-layout directory partial and final training read")
     p.add_argument("--device", default=env("device", "auto"), help="auto, cpu, cuda or cuda:N")
     p.add_argument("--capacity", type=int, default=int(env("capacity", 1)), help="concurrent trainings")
     p.add_argument(
