@@ -1,0 +1,1 @@
+"""Snapdragon latency: the SNPE SDK with boards attached over adb, and Qualcomm AI Hub."""
