@@ -7,6 +7,7 @@ in the produced graph, so a change of torch's default exporter can never silentl
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 17
 INPUT_NAME = "input_0"
 OUTPUT_NAME = "output_0"
+_EXPORT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def export_onnx(
     model.eval()
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with _EXPORT_LOCK, warnings.catch_warnings():  # the exporter and warning filters are global state
             warnings.simplefilter("ignore", category=DeprecationWarning)
             torch.onnx.export(
                 model,

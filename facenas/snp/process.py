@@ -63,8 +63,9 @@ def run_tool(
     check_alive: Callable[[], None] | None = None,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
 ) -> ToolResult:
-    """Run ``args``; return its result whatever the exit status.
+    """Run ``args`` (fed ``stdin`` when given); return its result whatever the exit status.
 
     Raises ToolTimeout after ``timeout_s``, MeasurementError when the executable cannot be started, and
     whatever ``check_alive`` raises (the tool is killed first).
@@ -73,7 +74,7 @@ def run_tool(
     try:
         proc = subprocess.Popen(
             list(args),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -84,15 +85,17 @@ def run_tool(
         )
     except OSError as err:
         raise MeasurementError(f"cannot run {args[0]}: {err}") from err
+    feed = stdin
     try:
         while True:
             left = timeout_s - (time.monotonic() - began)
             if left <= 0:
                 raise ToolTimeout(args, timeout_s)
             try:
-                stdout, stderr = proc.communicate(timeout=min(POLL_S, left))
+                stdout, stderr = proc.communicate(feed, timeout=min(POLL_S, left))
                 break
             except subprocess.TimeoutExpired:
+                feed = None  # sent once; later calls only collect output
                 if check_alive is not None:
                     check_alive()
     except BaseException:
