@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from facenas.errors import Unavailable
+from facenas.errors import MeasurementError, Unavailable
 from facenas.snp.process import ToolError, ToolResult, ToolTimeout, run_tool
 
 CheckAlive = Callable[[], None]
@@ -56,8 +56,8 @@ class Adb:
         """Boards adb knows of, whatever their state; Unavailable if adb itself fails."""
         try:
             result = run_tool([self.executable, "devices"], self.timeout_s)
-        except ToolTimeout as err:
-            raise Unavailable(f"adb devices did not answer: {err}") from err
+        except MeasurementError as err:  # not installed, or not answering
+            raise Unavailable(f"adb devices failed: {err}") from err
         if result.returncode != 0:
             raise Unavailable(f"adb devices failed (exit {result.returncode}): {result.output_tail}")
         return parse_devices(result.stdout)

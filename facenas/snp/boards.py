@@ -241,12 +241,13 @@ class BoardPool:
         models = sorted({b.model for b in boards})
         return f"{len(boards)} x {', '.join(models) or 'no board'} ({self.soc or 'unknown SoC'})"
 
-    def hexagon_arch(self, override: str | None = None) -> str:
-        """The DSP architecture of this pool's SoC (``override`` wins); InvalidInput when unknown."""
-        if override:
-            return override
-        if self.soc in HEXAGON_ARCH:
-            return HEXAGON_ARCH[self.soc]
-        raise InvalidInput(
-            f"unknown Hexagon architecture for SoC {self.soc}; pass --hexagon-arch (e.g. v68 for SM8350)"
-        )
+
+def hexagon_arch_for(soc: str, override: str | None = None) -> str:
+    """The DSP architecture of ``soc`` (``override`` wins); InvalidInput when unknown."""
+    if override:
+        return override
+    if soc.upper() in HEXAGON_ARCH:
+        return HEXAGON_ARCH[soc.upper()]
+    raise InvalidInput(
+        f"unknown Hexagon architecture for SoC {soc}; pass --hexagon-arch (e.g. v68 for SM8350)"
+    )

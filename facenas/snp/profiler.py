@@ -19,7 +19,7 @@ from pathlib import Path
 
 from facenas.errors import InvalidInput, MeasurementError
 from facenas.snp.adb import Adb, DeviceLost
-from facenas.snp.boards import Board
+from facenas.snp.boards import Board, hexagon_arch_for
 from facenas.snp.process import ToolError
 from facenas.snp.sdk import SnpeSdk
 
@@ -95,18 +95,19 @@ def summarize(samples: tuple[float, ...]) -> tuple[float, float, float]:
 class BoardRunner:
     """Pushes the SDK and a job to a board, runs ``snpe-net-run`` and reads the diagnostic logs."""
 
-    def __init__(self, adb: Adb, sdk: SnpeSdk, plan: ProfilePlan, hexagon_arch: str | None) -> None:
+    def __init__(self, adb: Adb, sdk: SnpeSdk, plan: ProfilePlan, hexagon_arch: str | None = None) -> None:
         self.adb = adb
         self.sdk = sdk
         self.plan = plan
-        self.hexagon_arch = hexagon_arch if plan.uses_dsp else None
+        self.hexagon_override = hexagon_arch  # else by each board's SoC
         self.sdk_dir = f"{DEVICE_ROOT}/snpe-{sdk.version}"
 
     def prepare(self, board: Board, check_alive: CheckAlive) -> None:
         """Push snpe-net-run and the runtime (and DSP) libraries once per board and SDK version."""
         if self.sdk.version in board.prepared:
             return
-        files = self.sdk.device_files(self.hexagon_arch)
+        hexagon = hexagon_arch_for(board.soc, self.hexagon_override) if self.plan.uses_dsp else None
+        files = self.sdk.device_files(hexagon)
         self.adb.shell(
             board.serial, f"rm -rf {self.sdk_dir} && mkdir -p {self.sdk_dir}", check_alive=check_alive
         )
@@ -168,7 +169,7 @@ class BoardRunner:
     def net_run_command(self, work: str) -> str:
         """The shell command that runs one profiling pass in ``work`` on the board."""
         exports = [f"export LD_LIBRARY_PATH={self.sdk_dir}/lib"]
-        if self.hexagon_arch:
+        if self.plan.uses_dsp:
             exports.append(
                 f"export ADSP_LIBRARY_PATH={shlex.quote(self.sdk_dir + '/dsp;' + DSP_SEARCH_PATH)}"
             )

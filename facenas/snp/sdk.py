@@ -132,6 +132,7 @@ class SnpeSdk:
             "--input_network", str(onnx_path),
             "--output_path", str(dlc_path),
             "--input_dim", input_name, ",".join(str(d) for d in input_shape),
+            "--input_layout", input_name, "NCHW",
             "--out_node", output_name,
         ]  # fmt: skip
         result = run_tool(args, self.timeouts.convert, check_alive)

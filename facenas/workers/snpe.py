@@ -55,9 +55,7 @@ class SnpeBackend(EvaluationBackend):
         self.calibration_images = calibration_images
         self.profile_images = profile_images
         self.enhanced_quantizer = enhanced_quantizer
-        self.runner = BoardRunner(
-            pool.adb, sdk, self.plan, pool.hexagon_arch(hexagon_arch) if self.plan.uses_dsp else None
-        )
+        self.runner = BoardRunner(pool.adb, sdk, self.plan, hexagon_arch)
         self.capacity = max(1, len(pool.healthy()))
         self._calibration: dict[tuple[int, int], list[FloatArray]] = {}
 

@@ -1,0 +1,1 @@
+"""Test doubles of adb and the SNPE SDK tools (never shipped; see README.md)."""
