@@ -34,8 +34,10 @@ unit: setup
 
 test: lint typecheck unit
 
+# TARGET=snp runs the snp-target demo (emulated int8 latency and the int8 model's val mIOU)
+TARGET ?= cpu
 demo: setup
-	$(BIN)/facenas demo
+	$(BIN)/facenas demo --target $(TARGET)
 
 bench: setup
 	$(BIN)/python bench/latency_stability.py

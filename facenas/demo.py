@@ -1,8 +1,9 @@
-"""``make demo``: the whole system as processes on loopback, running a small CPU-target search.
+"""``make demo``: the whole system as processes on loopback, running a small search.
 
 Generates a synthetic dataset, starts the store, two trainers, latency_cpu, latency_snp and the searcher,
-runs the embedded demo search (async Pareto evolution), shows live progress, prints the Pareto front,
-writes Archai's outputs and stops every process it started.
+runs an embedded demo search (async Pareto evolution; ``demo_search.yaml`` for the cpu target,
+``demo_snp_search.yaml`` for snp, which adds the emulated int8 latency and the int8 model's val mIOU),
+shows live progress, prints the Pareto front, writes Archai's outputs and stops every process it started.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from rich.console import Console
 
 from facenas.data.facesynth import discover_frames
 from facenas.data.synth import generate_dataset
-from facenas.errors import DatasetError
+from facenas.errors import DatasetError, InvalidInput
 from facenas.launcher import LocalCluster
 from facenas.space.params import default_config_text
+
+#: target -> embedded config (``facenas/configs/<name>_search.yaml``)
+DEMO_CONFIGS = {"cpu": "demo", "snp": "demo_snp"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,18 @@ class DemoSettings:
     trainers: int = 2
     seed: int = 0
     config: Path | None = None
+    target: str = "cpu"  # which embedded config runs when ``config`` is None
+
+    def config_text(self) -> str:
+        """The search config: the ``config`` file, else the embedded demo config of ``target``."""
+        if self.config is not None:
+            try:
+                return self.config.read_text(encoding="utf-8")
+            except OSError as err:
+                raise InvalidInput(f"--config: cannot read {self.config}: {err.strerror or err}") from err
+        if self.target not in DEMO_CONFIGS:
+            raise InvalidInput(f"--target: {self.target!r} is not one of {', '.join(DEMO_CONFIGS)}")
+        return default_config_text(DEMO_CONFIGS[self.target])
 
 
 def _dataset(settings: DemoSettings, console: Console) -> Path:
@@ -51,9 +67,9 @@ def run_demo(settings: DemoSettings, console: Console) -> str:
     from facenas.rpc.client import call, make_channel
     from facenas.v1 import searcher_pb2, searcher_pb2_grpc
 
+    config = settings.config_text()
     workdir = settings.workdir.resolve()
     data = _dataset(settings, console).resolve()
-    config = settings.config.read_text() if settings.config else default_config_text("demo")
     run_dir = workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     began = time.perf_counter()
     with LocalCluster(run_dir / "logs") as cluster:
@@ -64,7 +80,7 @@ def run_demo(settings: DemoSettings, console: Console) -> str:
                 cluster.start("trainer", data_args, name=f"trainer-{i + 1}") for i in range(settings.trainers)
             ]
             cpu = cluster.start("latency_cpu", ["--rounds", "5"])
-            snp = cluster.start("latency_snp", ["--dataset-dir", str(data), "--rounds", "5"])
+            snp = cluster.start("latency_snp", [*data_args, "--rounds", "5"])
             workers = ["--trainer", ",".join(t.address for t in trainers), "--latency-cpu", cpu.address]
             searcher = cluster.start(
                 "searcher", ["--store", store.address, *workers, "--latency-snp", snp.address]
@@ -78,7 +94,7 @@ def run_demo(settings: DemoSettings, console: Console) -> str:
         summary = call(stub.StartSearch, searcher_pb2.StartSearchRequest(config=config, name="demo"), 60.0)
         search_id = summary.search.search_id
         console.print(f"search {search_id} started; live progress below")
-        follow(stub, search_id, run_dir / "outputs", json_out=False)
+        follow(stub, search_id, run_dir / "outputs", json_out=False, display=console)
         console.print(f"outputs (search_state_k.csv, pareto_models_iter_k/, plots) in {run_dir / 'outputs'}")
     console.print(f"stopped every service; demo took {time.perf_counter() - began:.0f} s")
     return search_id

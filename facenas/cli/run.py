@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from facenas.cli.common import console, err_console, parse_img_size, print_json, space_params, user_errors
+from facenas.errors import InvalidInput
 from facenas.latency import LatencyProtocol
 from facenas.space.hgnet import HgnetSearchSpace
 
@@ -118,9 +119,18 @@ def demo(
     trainers: Annotated[int, typer.Option(min=1, max=16, help="Trainer replicas.")] = 2,
     config: Annotated[Path | None, typer.Option(help="Search config (default: the embedded demo).")] = None,
     seed: int = 0,
+    target: Annotated[
+        str | None,
+        typer.Option(help="cpu or snp: the embedded demo config to run (default cpu; not with --config)."),
+    ] = None,
 ) -> None:
-    """Run the whole system on loopback: a small CPU-target search with live progress and outputs."""
+    """Run the whole system on loopback: a small search with live progress and outputs."""
     from facenas.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(workdir, count, 64, trainers, seed, config)
+    if config is not None and target is not None:
+        raise InvalidInput(
+            "--config and --target: give one; a config file names its own target (search.target.name)"
+        )
+    settings = DemoSettings(workdir, count, 64, trainers, seed, config, target or "cpu")
+    settings.config_text()  # an unknown target fails before any data is generated
     run_demo(settings, Console(width=max(console.width, 120)))

@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 import grpc
 import typer
 from google.protobuf.json_format import MessageToDict
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -45,7 +46,9 @@ def _status(summary: searcher_pb2.SearchSummary) -> str:
     return store_pb2.SearchStatus.Name(summary.search.status).removeprefix("SEARCH_STATUS_").lower()
 
 
-def _print_summary(summary: searcher_pb2.SearchSummary, json_out: bool) -> None:
+def _print_summary(
+    summary: searcher_pb2.SearchSummary, json_out: bool, display: Console | None = None
+) -> None:
     if json_out:
         data = _dict(summary)
         data["search"].pop("config", None)
@@ -53,7 +56,7 @@ def _print_summary(summary: searcher_pb2.SearchSummary, json_out: bool) -> None:
         return
     s = summary.search
     done = f"{summary.evaluations_done}/{summary.candidates} candidates evaluated"
-    console.print(
+    (display or console).print(
         f"{s.search_id} [bold]{_status(summary)}[/]  {s.name}: {summary.iterations_done} iterations, "
         f"{done}, hypervolume {summary.hypervolume:.4g}" + (f"\n  error: {s.error}" if s.error else "")
     )
@@ -105,8 +108,15 @@ def watch(
     follow(_stub(searcher), search_id, out, json_out)
 
 
-def follow(stub: searcher_pb2_grpc.SearcherStub, search_id: str, out: Path | None, json_out: bool) -> None:
-    """Stream events; progress bars on a terminal, JSON lines with ``json_out``."""
+def follow(
+    stub: searcher_pb2_grpc.SearcherStub,
+    search_id: str,
+    out: Path | None,
+    json_out: bool,
+    display: Console | None = None,
+) -> None:
+    """Stream events; progress bars on a terminal (``display``, default the CLI's console), JSON lines with
+    ``json_out``."""
     from facenas.search.config import parse_search_config
 
     summary = _call(stub.GetSearch, searcher_pb2.SearchRef(search_id=search_id))
@@ -119,7 +129,7 @@ def follow(stub: searcher_pb2_grpc.SearcherStub, search_id: str, out: Path | Non
         MofNCompleteColumn(),
         TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
-        console=err_console if json_out else console,
+        console=err_console if json_out else display or console,
         disable=json_out,
     )
     with progress:
@@ -138,8 +148,8 @@ def follow(stub: searcher_pb2_grpc.SearcherStub, search_id: str, out: Path | Non
     if out is not None:
         write_search_outputs(stub, search_id, out, quiet=json_out)
     if not json_out:
-        show_pareto(stub, search_id)
-    _print_summary(summary, json_out)
+        show_pareto(stub, search_id, display)
+    _print_summary(summary, json_out, display)
 
 
 def _advance(progress: Progress, tasks: tuple[Any, Any, Any], kind: str, payload: dict[str, Any]) -> None:
@@ -169,22 +179,31 @@ def write_search_outputs(
         console.print(f"wrote {len(written)} files to {out}")
 
 
-def show_pareto(stub: searcher_pb2_grpc.SearcherStub, search_id: str) -> searcher_pb2.ParetoReply:
+def show_pareto(
+    stub: searcher_pb2_grpc.SearcherStub, search_id: str, display: Console | None = None
+) -> searcher_pb2.ParetoReply:
+    """Print the front as a table with every objective; values are never cut, the archid folds if need be."""
+    shown = display or console
     reply = _call(stub.GetPareto, searcher_pb2.SearchRef(search_id=search_id))
     table = Table(
         title=f"Pareto front after iteration {reply.iteration} (hypervolume {reply.hypervolume:.4g})"
     )
-    table.add_column("archid", no_wrap=True)
+    names = list(reply.objective_names)
+    first = names[0] if names else ""
+    rows = [
+        (point, [f"{point.objectives[n]:.4g}" if n in point.objectives else "" for n in names])
+        for point in sorted(reply.points, key=lambda p: p.objectives.get(first, 0.0))
+    ]
+    cell = max([9, *(len(v) for _, values in rows for v in values)])
+    # columns with padding and borders: the archid stays whole (40 hex) when everything fits on a line
+    fits = 43 + 12 + len(names) * (cell + 3) + 1 <= shown.width
+    table.add_column("archid", no_wrap=fits, overflow="fold")
     table.add_column("iteration", justify="right")
-    for name in reply.objective_names:
-        table.add_column(name, justify="right")
-    first = reply.objective_names[0] if reply.objective_names else ""
-    for point in sorted(reply.points, key=lambda p: p.objectives.get(first, 0.0)):
-        values = [
-            f"{point.objectives[n]:.4g}" if n in point.objectives else "" for n in reply.objective_names
-        ]
+    for name in names:
+        table.add_column(name, justify="right", min_width=cell)
+    for point, values in rows:
         table.add_row(point.archid, str(point.iteration), *values)
-    console.print(table)
+    shown.print(table)
     return reply
 
 

@@ -67,17 +67,20 @@ def calibration_batches(
     img_size: tuple[int, int] = (256, 256),
     count: int = 16,
     seed: int = 0,
+    val_fraction: float = 0.02,
+    test_fraction: float = 0.10,
 ) -> list[FloatArray]:
     """Draw ``count`` train-split images (fewer if the split is smaller), seeded, without replacement.
 
     Each is a float32 ``(1, 3, h, w)`` array in [0, 1], preprocessed as for training; ``img_size`` is
-    ``(w, h)``. Raises DatasetError when the directory holds no usable frames.
+    ``(w, h)``; the split is the one ``val_fraction`` and ``test_fraction`` leave for training, so
+    calibration never sees validation images. Raises DatasetError when the directory holds no usable frames.
     """
     from facenas.data.facesynth import FaceSyntheticsDataset
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InvalidInput(f"count must be a positive int, got {count!r}")
-    dataset = FaceSyntheticsDataset(dataset_dir, "train", img_size)
+    dataset = FaceSyntheticsDataset(dataset_dir, "train", img_size, val_fraction, test_fraction)
     picks = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
     return [dataset[int(i)][0].numpy()[None].astype(np.float32, copy=False) for i in picks]
 

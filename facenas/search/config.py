@@ -1,6 +1,11 @@
 """Search configs: Archai's ``cpu_search.yaml`` / ``snp_search.yaml`` unchanged, plus facenas keys.
 
-facenas keys (all optional, at the top level next to Archai's ``search:``)::
+facenas keys (all optional; one in Archai's ``search.target`` block, the rest at the top level)::
+
+    search:
+      target:
+        name: snp
+        quantized_iou: true  # snp only: also maximise "SNP Quantized Val. IOU" (int8 model's val mIOU)
 
     training:            # the partial-training objective's budget and recipe
       batch_size: 16
@@ -49,6 +54,7 @@ TARGETS = ("cpu", "snp")
 IOU = "Partial Training Val. IOU"
 CPU_LATENCY = "CPU ONNX Latency (s)"
 SNP_LATENCY = "SNP Quantized Latency (s)"
+QUANTIZED_IOU = "SNP Quantized Val. IOU"
 DEFAULT_MAX_LATENCY = {"cpu": 0.3, "snp": 0.185}
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -85,6 +91,7 @@ class SearchConfig:
     max_latency_s: float
     max_attempts: int
     timeout_s: float
+    quantized_iou: bool = False  # search.target.quantized_iou (snp target only)
 
     @property
     def eval_space(self) -> EvalSpace:
@@ -92,8 +99,11 @@ class SearchConfig:
 
     @property
     def objectives(self) -> tuple[ObjectiveInfo, ...]:
-        """Cheap constraint objectives first, training last (Archai's order of evaluation)."""
+        """Cheap constraint objectives first, training last (Archai's order of evaluation); the
+        quantized IOU (training, quantization and two evaluations) after everything else."""
         names = [CPU_LATENCY, IOU] if self.target == "cpu" else [SNP_LATENCY, CPU_LATENCY, IOU]
+        if self.quantized_iou:
+            names.append(QUANTIZED_IOU)
         out = []
         for name in names:
             spec = OBJECTIVES[name]
@@ -154,7 +164,7 @@ def parse_search_config(text: str) -> SearchConfig:
         problems.append("search: missing (Archai's search config layout)")
     space = _space(data, problems)
     algorithm, params, max_params = _algorithm(search, problems)
-    target = _target(search, problems)
+    target, quantized_iou = _target(search, problems)
     training = _Reader(_section(data, "training", problems), "training.", problems)
     budget = _budget(training, problems)
     img_size = _img_size(training.data, space, problems)
@@ -186,6 +196,7 @@ def parse_search_config(text: str) -> SearchConfig:
         max_latency,
         max_attempts,
         timeout,
+        quantized_iou,
     )
 
 
@@ -223,13 +234,24 @@ def _algorithm(search: Mapping[str, Any], problems: list[str]) -> tuple[str, Alg
     return str(name), params, max_params
 
 
-def _target(search: Mapping[str, Any], problems: list[str]) -> str:
+def _target(search: Mapping[str, Any], problems: list[str]) -> tuple[str, bool]:
+    """The target's name and whether ``quantized_iou`` is on (Archai's other target keys pass through)."""
     block = _section(search, "target", problems)
     name = block.get("name", "cpu")
+    quantized_iou = block.get("quantized_iou", False)
+    if not isinstance(quantized_iou, bool):
+        problems.append(f"search.target.quantized_iou: {quantized_iou!r} must be true or false")
+        quantized_iou = False
     if name not in TARGETS:
         problems.append(f"search.target.name: {name!r} is not one of {', '.join(TARGETS)}")
-        return "cpu"
-    return str(name)
+        return "cpu", False
+    if quantized_iou and name != "snp":
+        problems.append(
+            f"search.target.quantized_iou: only the snp target has a quantized model ({QUANTIZED_IOU!r} "
+            f"is measured by latency_snp); set search.target.name: snp or remove quantized_iou"
+        )
+        quantized_iou = False
+    return str(name), quantized_iou
 
 
 def _budget(r: _Reader, problems: list[str]) -> Budget:

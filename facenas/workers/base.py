@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 import os
 import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from facenas.domain import Budget, EvalSpace
-from facenas.errors import InvalidInput
+from facenas.errors import DatasetError, InvalidInput
 from facenas.space.hgnet import Arch, arch_with_id
 from facenas.space.params import SearchSpaceParams
 
@@ -101,3 +103,22 @@ def space_params_for(space: EvalSpace) -> SearchSpaceParams:
         num_blocks=2,
         stem_strides=(1,),
     )
+
+
+def dataset_key(dataset_dir: Path) -> str:
+    """``<dir name>-<frames>-<sha1 of the frame ids, 10 hex>``: what trained results are keyed by.
+
+    Raises DatasetError for a directory without frames or with fewer than 3 (train, val, test).
+    """
+    from facenas.data.facesynth import discover_frames  # keeps this module torch-free
+
+    frames = discover_frames(dataset_dir)
+    if len(frames) < 3:
+        raise DatasetError(f"{dataset_dir} has {len(frames)} frames; at least 3 are needed")
+    digest = hashlib.sha1("\n".join(frames).encode()).hexdigest()[:10]
+    return f"{dataset_dir.name}-{len(frames)}-{digest}"
+
+
+def split_key(val_fraction: float, test_fraction: float) -> str:
+    """The split part of a trained result's target key, e.g. ``val0.02-test0.1``."""
+    return f"val{val_fraction:g}-test{test_fraction:g}"

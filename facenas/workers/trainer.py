@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facenas.data.facesynth import discover_frames
 from facenas.domain import Budget, EvalSpace
-from facenas.errors import DatasetError, InvalidInput
+from facenas.errors import InvalidInput
 from facenas.pipeline import DatasetSplits, partial_train_arch
 from facenas.space.hgnet import Arch
 from facenas.train.final import FinalTrainingResult, train_final
 from facenas.train.loop import TrainingConfig, resolve_device
-from facenas.workers.base import CheckAlive, EvaluationBackend, Measurement, TargetInfo, space_params_for
+from facenas.workers.base import (
+    CheckAlive,
+    EvaluationBackend,
+    Measurement,
+    TargetInfo,
+    dataset_key,
+    space_params_for,
+    split_key,
+)
 
 OBJECTIVE = "Partial Training Val. IOU"
 
@@ -34,11 +40,7 @@ class TrainerBackend(EvaluationBackend):
         capacity: int = 1,
     ) -> None:
         self.dataset_dir = Path(dataset_dir)
-        frames = discover_frames(self.dataset_dir)  # fails early on a bad directory
-        if len(frames) < 3:
-            raise DatasetError(f"{self.dataset_dir} has {len(frames)} frames; at least 3 are needed")
-        digest = hashlib.sha1("\n".join(frames).encode()).hexdigest()[:10]
-        self.dataset_key = f"{self.dataset_dir.name}-{len(frames)}-{digest}"
+        self.dataset_key = dataset_key(self.dataset_dir)  # fails early on a bad directory
         self.device = device
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -46,7 +48,7 @@ class TrainerBackend(EvaluationBackend):
         self._splits: dict[tuple[int, int], DatasetSplits] = {}
 
     def target(self, objective: str, space: EvalSpace) -> TargetInfo:
-        split = f"val{self.val_fraction:g}-test{self.test_fraction:g}"
+        split = split_key(self.val_fraction, self.test_fraction)
         return TargetInfo(
             key=f"train/{self.dataset_key}/{split}",
             description=f"partial training on {self.dataset_dir} ({resolve_device(self.device)})",
@@ -64,15 +66,7 @@ class TrainerBackend(EvaluationBackend):
 
     def training_config(self, budget: Budget) -> TrainingConfig:
         """The training recipe of ``budget`` on this backend's device."""
-        return TrainingConfig(
-            batch_size=budget.batch_size,
-            learning_rate=budget.learning_rate,
-            epochs=budget.epochs,
-            steps=budget.steps or None,
-            max_eval_batches=budget.max_eval_batches or None,
-            seed=budget.seed,
-            device=self.device,
-        )
+        return training_config(budget, self.device)
 
     def _data(self, img_size: tuple[int, int]) -> DatasetSplits:
         if img_size not in self._splits:
@@ -80,6 +74,19 @@ class TrainerBackend(EvaluationBackend):
                 self.dataset_dir, img_size, self.val_fraction, self.test_fraction
             )
         return self._splits[img_size]
+
+
+def training_config(budget: Budget, device: str) -> TrainingConfig:
+    """Partial training's recipe for ``budget`` on ``device`` (shared by every backend that trains)."""
+    return TrainingConfig(
+        batch_size=budget.batch_size,
+        learning_rate=budget.learning_rate,
+        epochs=budget.epochs,
+        steps=budget.steps or None,
+        max_eval_batches=budget.max_eval_batches or None,
+        seed=budget.seed,
+        device=device,
+    )
 
 
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
