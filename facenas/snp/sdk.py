@@ -104,6 +104,19 @@ class SnpeSdk:
             raise InvalidInput("SNPE SDK at " + str(self.root) + " is incomplete: " + "; ".join(problems))
         return files
 
+    def check(self, graph_prepare: bool = False) -> str:
+        """Fail early (InvalidInput naming what is missing) unless every tool and device file is there.
+
+        Returns the SDK version.
+        """
+        for name in ("snpe-onnx-to-dlc", "snpe-dlc-info", "snpe-diagview", "snpe-net-run"):
+            self.tool(name)
+        _ = self.quantizer
+        if graph_prepare:
+            self.tool("snpe-dlc-graph-prepare")
+        self.device_files(None)
+        return self.version
+
     @cached_property
     def version(self) -> str:
         """The SDK version, e.g. ``2.22.6.240515`` (from ``snpe-net-run --version``)."""

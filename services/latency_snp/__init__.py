@@ -1,4 +1,1 @@
-"""The latency_snp service: int8 Snapdragon latency (SNPE / emulation).
-
-Not implemented yet; the domain code it will serve lives in the ``facenas`` package.
-"""
+"""The latency_snp service: int8 Snapdragon latency (SNPE on boards, Qualcomm AI Hub, or the emulation)."""

@@ -1,4 +1,4 @@
-"""``python -m services.latency_snp``: int8 latency for Snapdragon targets (emulation backend for now)."""
+"""``python -m services.latency_snp``: int8 latency for Snapdragon targets."""
 
 from __future__ import annotations
 

@@ -1,16 +1,20 @@
-"""latency_snp service: config and wiring. Its only backend today is the labelled int8 emulation."""
+"""latency_snp service: config and wiring.
+
+Backends (``--backend``, see :mod:`services.latency_snp.backends`): SNPE on Snapdragon boards attached
+over adb, Qualcomm AI Hub's hosted devices, or the labelled int8 emulation on this host, which also
+serves ``SNP Quantized Val. IOU``.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
-from facenas.latency import LatencyProtocol
-from facenas.rpc.app import add_dataset_dir, base_parser, env, run
+from facenas.rpc.app import add_dataset_dir, base_parser, run
 from facenas.rpc.evaluator import EvaluatorServicer
 from facenas.rpc.server import Registration
 from facenas.v1 import common_pb2_grpc
-from facenas.workers.snp_emulation import SnpEmulationBackend
+from services.latency_snp.backends import add_backend_flags, build_backend
 
 SERVICE = "latency_snp"
 EVALUATOR = "facenas.v1.Evaluator"
@@ -19,15 +23,12 @@ EVALUATOR = "facenas.v1.Evaluator"
 def parser() -> argparse.ArgumentParser:
     p = base_parser(SERVICE, 50063)
     add_dataset_dir(p, "calibration images are drawn from this dataset's train split")
-    p.add_argument("--calibration-images", type=int, default=int(env("calibration_images", 16)))
-    p.add_argument("--threads", type=int, default=int(env("threads", 1)), help="onnxruntime intra-op threads")
-    p.add_argument("--rounds", type=int, default=int(env("rounds", 7)))
+    add_backend_flags(p)
     return p
 
 
 def build(args: argparse.Namespace) -> tuple[Sequence[Registration], None]:
-    protocol = LatencyProtocol(intra_op_threads=args.threads, rounds=args.rounds)
-    backend = SnpEmulationBackend(args.dataset_dir, protocol, args.calibration_images)
+    backend = build_backend(args)
     return [
         (common_pb2_grpc.add_EvaluatorServicer_to_server, EvaluatorServicer(backend, SERVICE), EVALUATOR)
     ], None
