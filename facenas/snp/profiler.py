@@ -37,6 +37,7 @@ RUNTIMES: dict[str, tuple[str, ...]] = {
 }
 PERF_PROFILES = ("high_performance", "burst", "sustained_high_performance", "balanced", "default")
 CLEANUP_TIMEOUT_S = 15.0
+MIN_RUNS = 5
 DSP_SEARCH_PATH = "/system/lib/rfsa/adsp;/system/vendor/lib/rfsa/adsp;/dsp"
 
 
@@ -55,8 +56,8 @@ class ProfilePlan:
         problems = []
         if self.runtime not in RUNTIMES:
             problems.append(f"runtime: {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
-        if self.runs < 2:
-            problems.append(f"runs: {self.runs} must be >= 2 (the spread needs two samples)")
+        if self.runs < MIN_RUNS:
+            problems.append(f"runs: {self.runs} must be >= {MIN_RUNS} (Archai's protocol: 5 runs per model)")
         if self.max_rounds < 1:
             problems.append(f"max_rounds: {self.max_rounds} must be >= 1")
         if not 0 < self.max_cv < 1:

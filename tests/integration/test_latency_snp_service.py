@@ -40,7 +40,7 @@ def test_snpe_backend_over_grpc(fake_snpe: FakeSnpe, tmp_path: Path, dataset: Pa
     fake_snpe.add_device("HDK1", model="HDK 888", soc="SM8350")
     args = ["--dataset-dir", str(dataset), "--backend", "snpe", "--snpe-root", str(fake_snpe.sdk_root)]
     with LocalCluster(tmp_path / "cluster", env=fake_snpe.env()) as cluster:
-        snp = cluster.start("latency_snp", [*args, "--snpe-runs", "3", "--adb-timeout", "20"])
+        snp = cluster.start("latency_snp", [*args, "--adb-timeout", "20"])
         stub = common_pb2_grpc.EvaluatorStub(grpc.insecure_channel(snp.address))
         described = stub.Describe(common_pb2.DescribeRequest(objective=OBJECTIVE, space=SPACE), timeout=30)
         assert described.target.key == "snpe/sm8350/dsp/snpe-2.22.6.240515/64x64"

@@ -105,7 +105,7 @@ def test_runtimes(
     fake_snpe: FakeSnpe, synth_dataset: Path, arch: Arch, runtime: str, flag: str | None, dsp_libs: bool
 ) -> None:
     fake_snpe.add_device("B1", soc="SM8350")
-    backend = backend_for(fake_snpe, synth_dataset, ProfilePlan(runtime=runtime, runs=2))
+    backend = backend_for(fake_snpe, synth_dataset, ProfilePlan(runtime=runtime))
     result = backend.evaluate(arch, "SNP Quantized Latency (s)", SPACE, Budget(), alive)
     assert result.details["runtime"] == runtime
     command = net_runs(fake_snpe, "B1")[0]
@@ -150,13 +150,13 @@ def test_noisy_round_is_run_again(fake_snpe: FakeSnpe, synth_dataset: Path, arch
 
 def test_never_settling_is_bounded_and_flagged(fake_snpe: FakeSnpe, synth_dataset: Path, arch: Arch) -> None:
     fake_snpe.add_device("B1", base_us=1000.0, us_per_mmac=0.0, noise=[1.0, 2.0] * 20)
-    plan = ProfilePlan(runs=4, max_rounds=3)
+    plan = ProfilePlan(runs=6, max_rounds=3)
     result = backend_for(fake_snpe, synth_dataset, plan).evaluate(
         arch, "SNP Quantized Latency (s)", SPACE, Budget(), alive
     )
     assert result.details["stable"] is False and len(result.details["rounds"]) == 3
     assert result.details["cv"] > 0.1
-    assert fake_snpe.runs("B1") == 12
+    assert fake_snpe.runs("B1") == 18
 
 
 def test_board_unplugged_mid_run_moves_the_job(fake_snpe: FakeSnpe, synth_dataset: Path, arch: Arch) -> None:
