@@ -1,8 +1,9 @@
 """deploy/prometheus and deploy/grafana against a live system and a real Prometheus.
 
-Starts store, 2 trainers, latency_cpu and searcher (real processes), a local ``prometheus`` scraping every
-service's /metrics each second with ``deploy/prometheus/alerts.yaml`` loaded, runs one tiny async search,
-then evaluates through ``/api/v1/query``:
+Starts store, 2 trainers, latency_cpu and searcher (real processes), latency_snp on its SNPE backend with
+one board of the fake adb/SNPE tools (tests/fakes), a local ``prometheus`` scraping every service's
+/metrics each second with ``deploy/prometheus/alerts.yaml`` loaded, runs one tiny async search and one
+latency_snp measurement, then evaluates through ``/api/v1/query``:
 
 - every PromQL target of ``deploy/grafana/facenas-dashboard.json`` (``$__rate_interval`` -> ``30s``): each
   must succeed and return data;
@@ -35,8 +36,10 @@ import pytest
 import yaml
 
 from facenas.data.synth import generate_dataset
-from facenas.launcher import LocalCluster
-from facenas.v1 import searcher_pb2, store_pb2
+from facenas.launcher import LocalCluster, ServiceProcess
+from facenas.space import HgnetSearchSpace, ParamRange, SearchSpaceParams
+from facenas.v1 import common_pb2, common_pb2_grpc, searcher_pb2, store_pb2
+from tests.fakes.fixture import FakeSnpe
 from tests.integration.conftest import System, tiny_search
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,15 +117,25 @@ def test_rules_pass_promtool() -> None:
     assert PROMTOOL, "promtool is not installed next to prometheus"
     result = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert set(alert_rules()) >= {"SearchStuck", "ReplicaDown", "WorkerDown", "HighErrorRate"}
+    assert set(alert_rules()) >= {
+        "SearchStuck",
+        "ReplicaDown",
+        "WorkerDown",
+        "HighErrorRate",
+        "SnapdragonBoardDown",
+    }
 
 
 def test_dashboard_and_alerts_against_a_live_system(tmp_path: Path) -> None:
     assert PROMETHEUS
     dataset = tmp_path / "faces"
     generate_dataset(dataset, 40, size=64, seed=3)
-    with LocalCluster(tmp_path / "cluster") as cluster:
+    fake = FakeSnpe(tmp_path)
+    fake.add_device("HDK1", model="HDK 888", soc="SM8350")
+    with LocalCluster(tmp_path / "cluster", env=fake.env()) as cluster:
         system = System(cluster, dataset)
+        snpe_args = ["--dataset-dir", str(dataset), "--backend", "snpe", "--snpe-root", str(fake.sdk_root)]
+        snp = cluster.start("latency_snp", snpe_args)
         targets: dict[str, list[str]] = {}
         for process in cluster.processes.values():
             assert process.metrics_port, f"{process.name} has no metrics port"
@@ -149,7 +162,8 @@ def test_dashboard_and_alerts_against_a_live_system(tmp_path: Path) -> None:
                 stderr=subprocess.STDOUT,
             )
         try:
-            _exercise(Prometheus(f"http://127.0.0.1:{port}"), system, proc, tmp_path / "prometheus.log")
+            prom = Prometheus(f"http://127.0.0.1:{port}")
+            _exercise(prom, system, snp, proc, tmp_path / "prometheus.log")
         finally:
             proc.terminate()
             try:
@@ -159,7 +173,21 @@ def test_dashboard_and_alerts_against_a_live_system(tmp_path: Path) -> None:
                 proc.wait()
 
 
-def _exercise(prom: Prometheus, system: System, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _measure_on_board(snp: ServiceProcess) -> None:
+    """One SNPE measurement on the fake board, for the board panels."""
+    arch = HgnetSearchSpace(SearchSpaceParams(img_size=(64, 64)), seed=1).sample_valid(ParamRange(1e5, 5e5))
+    request = common_pb2.EvaluateRequest(
+        architecture=common_pb2.Architecture(archid=arch.archid, json=arch.to_json()),
+        objective="SNP Quantized Latency (s)",
+        space=common_pb2.SearchSpace(num_classes=18, in_channels=3, img_width=64, img_height=64),
+    )
+    stub = common_pb2_grpc.EvaluatorStub(grpc.insecure_channel(snp.address))
+    assert stub.Evaluate(request, timeout=120).value > 0
+
+
+def _exercise(
+    prom: Prometheus, system: System, snp: ServiceProcess, proc: subprocess.Popen[bytes], log: Path
+) -> None:
     deadline = time.monotonic() + 30
     while True:
         assert proc.poll() is None, f"prometheus exited:\n{log.read_text()[-3000:]}"
@@ -193,6 +221,7 @@ def _exercise(prom: Prometheus, system: System, proc: subprocess.Popen[bytes], l
             pytest.fail(f"search ended before these expressions had data: {missing}")
         time.sleep(0.5)
 
+    _measure_on_board(snp)
     request = searcher_pb2.WatchSearchRequest(search_id=search_id)
     kinds = [event.kind for event in stub.WatchSearch(request, timeout=300)]
     assert kinds[-1] == "completed", kinds
