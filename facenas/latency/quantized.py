@@ -29,6 +29,7 @@ import io
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -83,6 +84,24 @@ def calibration_batches(
     dataset = FaceSyntheticsDataset(dataset_dir, "train", img_size, val_fraction, test_fraction)
     picks = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
     return [dataset[int(i)][0].numpy()[None].astype(np.float32, copy=False) for i in picks]
+
+
+class CalibrationCache:
+    """:func:`calibration_batches` of one dataset, drawn once per (image size, split); thread-safe."""
+
+    def __init__(self, dataset_dir: str | os.PathLike[str], count: int = 16) -> None:
+        self.dataset_dir = dataset_dir
+        self.count = count
+        self._drawn: dict[tuple[tuple[int, int], tuple[float, float]], list[FloatArray]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, img_size: tuple[int, int], split: tuple[float, float] = (0.02, 0.10)) -> list[FloatArray]:
+        """The calibration arrays at ``img_size`` from the train split ``split`` = (val, test) leaves."""
+        with self._lock:
+            key = (img_size, split)
+            if key not in self._drawn:
+                self._drawn[key] = calibration_batches(self.dataset_dir, img_size, self.count, 0, *split)
+            return self._drawn[key]
 
 
 class ArrayDataReader(ortq.CalibrationDataReader):  # type: ignore[misc]  # ORT is untyped

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import numpy as np
 
 from facenas.domain import Budget, EvalSpace
 from facenas.errors import InvalidInput, MeasurementError, Unavailable
-from facenas.latency.quantized import FloatArray, calibration_batches
+from facenas.latency.quantized import CalibrationCache, FloatArray
 from facenas.model.export import OnnxExport
 from facenas.pipeline import arch_to_onnx
 from facenas.snp.process import ToolTimeout, run_tool
@@ -152,8 +151,7 @@ class AiHubBackend(EvaluationBackend):
         self.profile_options = profile_options.strip()
         self.runner = runner
         self.env = dict(env) if env is not None else bridge_env()
-        self._calibration: dict[tuple[int, int], list[FloatArray]] = {}
-        self._calibration_lock = threading.Lock()
+        self._calibration = CalibrationCache(self.dataset_dir, calibration_images)
 
     # ------------------------------------------------------------------------------------ contract
 
@@ -176,7 +174,7 @@ class AiHubBackend(EvaluationBackend):
         self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, check_alive: CheckAlive
     ) -> Measurement:
         self.check_objective(objective)
-        calibration = self._calibration_for(space.img_size)
+        calibration = self._calibration.get(space.img_size)
         check_alive()
         export = arch_to_onnx(arch, space_params_for(space), space.img_size)
         check_alive()
@@ -238,14 +236,6 @@ class AiHubBackend(EvaluationBackend):
         return dict(device) if isinstance(device, Mapping) else {"name": self.device}
 
     # ------------------------------------------------------------------------------------ internals
-
-    def _calibration_for(self, img_size: tuple[int, int]) -> list[FloatArray]:
-        with self._calibration_lock:
-            if img_size not in self._calibration:
-                self._calibration[img_size] = calibration_batches(
-                    self.dataset_dir, img_size, self.calibration_images
-                )
-            return self._calibration[img_size]
 
     def _profile_request(
         self, workdir: Path, export: OnnxExport, calibration: Sequence[FloatArray], name: str

@@ -29,8 +29,7 @@ from facenas.latency import LatencyProtocol, host_info
 from facenas.latency.quantized import (
     ACTIVATION_TYPE,
     WEIGHT_TYPE,
-    FloatArray,
-    calibration_batches,
+    CalibrationCache,
     emulated_device,
     measure_quantized_latency,
     onnx_miou,
@@ -85,7 +84,7 @@ class SnpEmulationBackend(EvaluationBackend):
         training_config(Budget(), device)  # a bad device or split fails here, not at the first request
         split_indices(0, val_fraction, test_fraction)
         self.dataset_key = dataset_key(self.dataset_dir)  # fails early on a bad directory
-        self._calibration: dict[tuple[tuple[int, int], tuple[float, float]], list[FloatArray]] = {}
+        self._calibration = CalibrationCache(self.dataset_dir, calibration_images)
         self._splits: dict[tuple[int, int], DatasetSplits] = {}
 
     def target(self, objective: str, space: EvalSpace) -> TargetInfo:
@@ -118,7 +117,7 @@ class SnpEmulationBackend(EvaluationBackend):
         self.check_objective(objective)
         if objective == IOU_OBJECTIVE:
             return self._quantized_iou(arch, space, budget, check_alive)
-        calibration = self._calibration_for(space.img_size, _LATENCY_SPLIT)
+        calibration = self._calibration.get(space.img_size, _LATENCY_SPLIT)
         check_alive()
         export = arch_to_onnx(arch, space_params_for(space), space.img_size)
         result = measure_quantized_latency(export.model_bytes, calibration, self.protocol)
@@ -131,7 +130,7 @@ class SnpEmulationBackend(EvaluationBackend):
         """Partial training as the trainer does it, then int8 QDQ and val mIOU with onnxruntime."""
         data = self._data(space.img_size)
         config = training_config(budget, self.device)
-        calibration = self._calibration_for(space.img_size, (self.val_fraction, self.test_fraction))
+        calibration = self._calibration.get(space.img_size, (self.val_fraction, self.test_fraction))
         check_alive()
         began = time.perf_counter()
         model, trained = partial_train_model(
@@ -183,12 +182,3 @@ class SnpEmulationBackend(EvaluationBackend):
                 self.dataset_dir, img_size, self.val_fraction, self.test_fraction
             )
         return self._splits[img_size]
-
-    def _calibration_for(self, img_size: tuple[int, int], split: tuple[float, float]) -> list[FloatArray]:
-        """Seeded train-split images of ``split`` = (val_fraction, test_fraction), drawn once per size."""
-        key = (img_size, split)
-        if key not in self._calibration:
-            self._calibration[key] = calibration_batches(
-                self.dataset_dir, img_size, self.calibration_images, 0, *split
-            )
-        return self._calibration[key]

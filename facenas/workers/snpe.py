@@ -17,7 +17,7 @@ from pathlib import Path
 
 from facenas.domain import Budget, EvalSpace
 from facenas.errors import Unavailable
-from facenas.latency.quantized import FloatArray, calibration_batches
+from facenas.latency.quantized import CalibrationCache, FloatArray
 from facenas.pipeline import arch_to_onnx
 from facenas.snp.adb import DeviceLost
 from facenas.snp.boards import Board, BoardPool
@@ -57,7 +57,7 @@ class SnpeBackend(EvaluationBackend):
         self.enhanced_quantizer = enhanced_quantizer
         self.runner = BoardRunner(pool.adb, sdk, self.plan, hexagon_arch)
         self.capacity = max(1, len(pool.healthy()))
-        self._calibration: dict[tuple[int, int], list[FloatArray]] = {}
+        self._calibration = CalibrationCache(self.dataset_dir, calibration_images)
 
     def target(self, objective: str, space: EvalSpace) -> TargetInfo:
         if not self.pool.soc:
@@ -72,7 +72,7 @@ class SnpeBackend(EvaluationBackend):
     def evaluate(
         self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, check_alive: CheckAlive
     ) -> Measurement:
-        calibration = self._calibration_for(space.img_size)
+        calibration = self._calibration.get(space.img_size)
         with tempfile.TemporaryDirectory(prefix="facenas-snpe-") as tmp:
             workdir = Path(tmp)
             dlc, info = self._compile(arch, space, calibration, workdir, check_alive)
@@ -134,10 +134,3 @@ class SnpeBackend(EvaluationBackend):
                 log.warning(
                     "board lost mid-job, moving on", extra={"serial": err.serial, "error": err.reason}
                 )
-
-    def _calibration_for(self, img_size: tuple[int, int]) -> list[FloatArray]:
-        if img_size not in self._calibration:
-            self._calibration[img_size] = calibration_batches(
-                self.dataset_dir, img_size, self.calibration_images
-            )
-        return self._calibration[img_size]
