@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.facenas-installed
 
-.PHONY: setup test lint typecheck unit demo bench clean protos
+.PHONY: setup test lint typecheck unit fast demo bench clean protos
 
 setup: $(STAMP)
 
@@ -29,7 +29,18 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Every tier (pyproject's default selection runs only the fast tests). The `idle` tests (a call held for
+# minutes at real keepalive values) leave the CPU free, so they run beside the others; their report
+# follows the main one.
+IDLE_LOG := .pytest-idle.log
 unit: setup
+	@$(BIN)/pytest -q -p no:cacheprovider -m idle > $(IDLE_LOG) 2>&1 & idle=$$!; \
+	$(BIN)/pytest -q -m 'not idle'; main=$$?; \
+	wait $$idle; idle_rc=$$?; echo "--- idle tests:"; cat $(IDLE_LOG); \
+	test $$main -eq 0 -a $$idle_rc -eq 0
+
+# The fast tests only (unit and contract logic, a few minutes).
+fast: setup
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -43,7 +54,7 @@ bench: setup
 	$(BIN)/python bench/latency_stability.py
 
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache $(IDLE_LOG)
 
 # Container images and Kubernetes (docker/, deploy/k8s/). `make images` uses docker when its engine
 # answers, else buildah (no daemon; --isolation=chroot also works inside a container); `make deploy

@@ -1,21 +1,26 @@
-"""Latency stability: 10 sampled archs measured in two independent rounds.
+"""Latency stability: 10 sampled archs measured in two independent rounds, then under load.
 
 Prints the median coefficient of variation (target <= 3%) and Kendall's tau between the two rounds'
-medians (target >= 0.95). Each round builds a fresh ONNX Runtime session per arch, in a different order.
+medians (target >= 0.95), and how many results were refused as unstable. Each round builds a fresh ONNX
+Runtime session per arch, in a different order. A third, contended round runs with one spinning
+neighbour pinned to each usable CPU (``--no-contended`` skips it) and prints its medians against the
+first round's and how many were refused (the contention detector should refuse them all).
 
-    .venv/bin/python bench/latency_stability.py [--n 10] [--img-size 256] [--threads 1]
+    .venv/bin/python bench/latency_stability.py [--n 10] [--img-size 256] [--threads 1] [--no-contended]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
 
+from neighbours import neighbours
 from scipy.stats import kendalltau
 
-from facenas.latency import LatencyProtocol, host_info, measure_onnx_latency
+from facenas.latency import LatencyProtocol, LatencyResult, host_info, measure_onnx_latency
 from facenas.pipeline import arch_to_onnx
 from facenas.space import HgnetSearchSpace, ParamRange, SearchSpaceParams
 
@@ -28,6 +33,7 @@ def main() -> None:
     parser.add_argument("--min-params", type=float, default=1e5)
     parser.add_argument("--max-params", type=float, default=5e6)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--contended", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
 
     params = SearchSpaceParams(img_size=(args.img_size, args.img_size))
@@ -46,6 +52,7 @@ def main() -> None:
     began = time.perf_counter()
     rounds: list[dict[str, float]] = []
     cvs: list[float] = []
+    refused = [0, 0]
     order = list(models)
     for round_index in range(2):
         random.Random(round_index).shuffle(order)
@@ -54,10 +61,8 @@ def main() -> None:
             result = measure_onnx_latency(models[archid], protocol=protocol)
             medians[archid] = result.median_s
             cvs.append(result.cv)
-            print(
-                f"round {round_index + 1} {archid[:12]}: median {result.median_s * 1e3:8.2f} ms  "
-                f"cv {result.cv:6.2%}  attempts {result.attempts}"
-            )
+            refused[round_index] += not result.stable
+            print(f"round {round_index + 1} {archid[:12]}: " + _describe(result))
         rounds.append(medians)
 
     ids = list(models)
@@ -67,7 +72,34 @@ def main() -> None:
     print(f"median CV over {len(cvs)} measurements: {statistics.median(cvs):.2%} (target <= 3%)")
     print(f"Kendall tau between rounds:           {tau:.3f} (target >= 0.95)")
     print(f"median |round2/round1 - 1|:           {statistics.median(shifts):.2%}")
+    print(f"refused as unstable:                  {refused[0]} + {refused[1]} of {2 * args.n}")
+    if args.contended:
+        _contended_round(models, rounds[0], protocol)
     print(f"wall time: {time.perf_counter() - began:.0f} s")
+
+
+def _describe(result: LatencyResult) -> str:
+    """One line: median, cv, attempts, CPU share, and the refusal reasons if unstable."""
+    verdict = "" if result.stable else "  REFUSED: " + "; ".join(result.unstable_reasons)
+    return (
+        f"median {result.median_s * 1e3:8.2f} ms  cv {result.cv:6.2%}  attempts {result.attempts}  "
+        f"cpu_fraction {result.cpu_fraction:.2f}{verdict}"
+    )
+
+
+def _contended_round(models: dict[str, bytes], quiet: dict[str, float], protocol: LatencyProtocol) -> None:
+    """Measure every arch with a spinning neighbour pinned to each usable CPU; compare with ``quiet``."""
+    cpus = sorted(os.sched_getaffinity(0))
+    print(f"\ncontended round: {len(cpus)} spinning neighbour(s), one pinned to each usable CPU")
+    ratios, refused = [], 0
+    with neighbours("spin", len(cpus), cpus=cpus):
+        for archid, model in models.items():
+            result = measure_onnx_latency(model, protocol=protocol)
+            ratios.append(result.median_s / quiet[archid])
+            refused += not result.stable
+            print(f"contended {archid[:12]}: {_describe(result)}  x{ratios[-1]:.2f} of round 1")
+    print(f"median contended/quiet ratio:         {statistics.median(ratios):.2f}")
+    print(f"refused as unstable under load:       {refused} of {len(models)}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""``make demo``: the whole system as processes on loopback, running a small search.
+"""``make demo``: ``facenas search run`` on generated data with an embedded small config.
 
-Generates a synthetic dataset, starts the store, two trainers, latency_cpu, latency_snp and the searcher,
-runs an embedded demo search (async Pareto evolution; ``demo_search.yaml`` for the cpu target,
-``demo_snp_search.yaml`` for snp, which adds the emulated int8 latency and the int8 model's val mIOU),
-shows live progress, prints the Pareto front, writes Archai's outputs and stops every process it started.
+Generates a synthetic dataset (once), then runs the demo search exactly as a user runs one on their own
+data: the store, two trainers, latency_cpu (and latency_snp for the snp target) and the searcher as
+processes on loopback, live progress, the Pareto front, Archai's outputs, everything stopped at the end.
+The output directory keeps the search: running the demo again resumes it and re-evaluates nothing.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from rich.console import Console
 from facenas.data.facesynth import discover_frames
 from facenas.data.synth import generate_dataset
 from facenas.errors import DatasetError, InvalidInput
-from facenas.launcher import LocalCluster
+from facenas.localrun import LocalRunResult, LocalRunSettings, run_local_search
 from facenas.space.params import default_config_text
 
 #: target -> embedded config (``facenas/configs/<name>_search.yaml``)
 DEMO_CONFIGS = {"cpu": "demo", "snp": "demo_snp"}
+#: The demo's 300 frames: 10 % for validation (2 % would leave 6 images to score a model on).
+DEMO_VAL_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class DemoSettings:
             raise InvalidInput(f"--target: {self.target!r} is not one of {', '.join(DEMO_CONFIGS)}")
         return default_config_text(DEMO_CONFIGS[self.target])
 
+    @property
+    def output_dir(self) -> Path:
+        return self.workdir / (
+            f"search-{self.target}" if self.config is None else f"search-{self.config.stem}"
+        )
+
 
 def _dataset(settings: DemoSettings, console: Console) -> Path:
     data_dir = settings.workdir / "data"
@@ -61,40 +69,16 @@ def _dataset(settings: DemoSettings, console: Console) -> Path:
     return data_dir
 
 
-def run_demo(settings: DemoSettings, console: Console) -> str:
-    """Run the demo; returns the search id."""
-    from facenas.cli.search import follow
-    from facenas.rpc.client import call, make_channel
-    from facenas.v1 import searcher_pb2, searcher_pb2_grpc
-
+def run_demo(settings: DemoSettings, console: Console) -> LocalRunResult:
+    """Run (or resume) the demo search."""
     config = settings.config_text()
-    workdir = settings.workdir.resolve()
-    data = _dataset(settings, console).resolve()
-    run_dir = workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-    began = time.perf_counter()
-    with LocalCluster(run_dir / "logs") as cluster:
-        with console.status("starting services"):
-            store = cluster.start("store", ["--url", f"sqlite:///{run_dir / 'store.db'}"])
-            data_args = ["--dataset-dir", str(data), "--val-fraction", "0.1", "--threads", "1"]
-            trainers = [
-                cluster.start("trainer", data_args, name=f"trainer-{i + 1}") for i in range(settings.trainers)
-            ]
-            cpu = cluster.start("latency_cpu", ["--rounds", "5"])
-            snp = cluster.start("latency_snp", [*data_args, "--rounds", "5"])
-            workers = ["--trainer", ",".join(t.address for t in trainers), "--latency-cpu", cpu.address]
-            searcher = cluster.start(
-                "searcher", ["--store", store.address, *workers, "--latency-snp", snp.address]
-            )
-        console.print(
-            f"services up in {time.perf_counter() - began:.1f} s: store {store.address}, "
-            f"trainers {', '.join(t.address for t in trainers)}, latency_cpu {cpu.address}, "
-            f"latency_snp {snp.address}, searcher {searcher.address}; logs in {run_dir / 'logs'}"
-        )
-        stub = searcher_pb2_grpc.SearcherStub(make_channel(searcher.address))
-        summary = call(stub.StartSearch, searcher_pb2.StartSearchRequest(config=config, name="demo"), 60.0)
-        search_id = summary.search.search_id
-        console.print(f"search {search_id} started; live progress below")
-        follow(stub, search_id, run_dir / "outputs", json_out=False, display=console)
-        console.print(f"outputs (search_state_k.csv, pareto_models_iter_k/, plots) in {run_dir / 'outputs'}")
-    console.print(f"stopped every service; demo took {time.perf_counter() - began:.0f} s")
-    return search_id
+    data = _dataset(settings, console)
+    local = LocalRunSettings(
+        config,
+        data,
+        settings.output_dir,
+        trainers=settings.trainers,
+        name=f"demo-{settings.target}",
+        val_fraction=DEMO_VAL_FRACTION,
+    )
+    return run_local_search(local, console)

@@ -1,13 +1,15 @@
 """Domain records shared by the store, the searcher and the workers (torch-free).
 
-An evaluation is identified by :class:`EvalKey` = (archid, objective, budget, target): the same
-architecture measured on another host, at another image size or with another training budget is a
-different evaluation, so results from different setups are never silently mixed.
+An evaluation is identified by :class:`EvalKey` = (archid, objective, budget, target, model): the same
+architecture measured on another host, at another image size or with another training budget, or built
+by another space (other constant choices, classes or input channels) is a different evaluation, so
+results from different setups are never silently mixed.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,12 +68,63 @@ def canonical_json(data: Any) -> str:
 @dataclass(frozen=True)
 class EvalKey:
     """What was measured: ``budget`` and ``target`` are canonical strings, e.g.
-    ``budget = "bs=16,img=64x64,lr=0.0002,steps=80"`` and ``target = "cpu/3f2a9c1b07de/t1"``."""
+    ``budget = "bs=16,img=64x64,lr=0.0002,steps=80"`` and ``target = "cpu/3f2a9c1b07de/t1"``.
+
+    ``model`` is the fingerprint of the built model (:meth:`facenas.space.spec.ArchSpec.fingerprint`:
+    the architecture with the space's constant choices, classes and input channels), which the archid
+    leaves out. It is ``""`` only in evaluations stored before store schema 3, which named no model: no
+    key a search makes now matches them, so they are never mixed into its results."""
 
     archid: str
     objective: str
     budget: str
     target: str
+    model: str = ""
+
+    @property
+    def job_id(self) -> str:
+        """The id of this evaluation's job on a worker: the same key is the same job everywhere."""
+        text = canonical_json([self.archid, self.objective, self.budget, self.target, self.model])
+        return hashlib.sha1(text.encode()).hexdigest()[:24]
+
+
+class JobState(enum.StrEnum):
+    """Where an evaluation job is on its worker."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class FailureKind(enum.StrEnum):
+    """Why a job failed, which decides what the searcher does next (see ``common.proto``)."""
+
+    NONE = ""
+    INVALID = "invalid"  # a bad model or request: fail the candidate, the replica is fine
+    UNAVAILABLE = "unavailable"  # the worker cannot serve it now: retry on another replica
+    UNSTABLE = "unstable"  # the measurement would not settle: never keep it, measure again later
+    ERROR = "error"  # the evaluation raised: one more try elsewhere
+    NOT_EVALUABLE = "not_evaluable"  # the model fails on this target (export, conversion...): fail it once
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """How far a job is: its phase (``queued``, ``train``, ``measure``...), step of total, the last loss,
+    the seconds left at the phase's rate so far, seconds since it started, place in the queue (1 = next)."""
+
+    phase: str = "queued"
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+    queue_position: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,13 +164,18 @@ class SearchRecord:
 
 @dataclass(frozen=True)
 class Candidate:
-    """An architecture proposed within a search (a member of the search's history)."""
+    """An architecture proposed within a search (a member of the search's history), as the search's space
+    builds it: its arch document, parameter count and model fingerprint (the ``model`` of its
+    evaluations' keys; ``""`` for candidates stored before store schema 3)."""
 
     search_id: str
     archid: str
     iteration: int
     parents: tuple[str, ...] = ()
     proposed_at: float = 0.0
+    document: str = ""  # Archai arch JSON
+    params: int = 0
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +188,18 @@ class IterationRecord:
     hypervolume: float
     state: Mapping[str, Any]  # algorithm-specific, JSON-serialisable (e.g. RNG state, population)
     walltime_s: float = 0.0
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A candidate of a search that failed for good on one objective: the reason goes to its outputs."""
+
+    search_id: str
+    archid: str
+    objective: str
+    reason: str
+    kind: str = ""  # the FailureKind value of the cause ("invalid", "not_evaluable", "unstable", ...)
     created_at: float = 0.0
 
 

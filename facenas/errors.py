@@ -44,12 +44,35 @@ class MeasurementError(FacenasError):
     """A latency measurement could not be completed."""
 
 
+class UnstableMeasurement(MeasurementError):  # noqa: N818 - reads as a state, like NotFound
+    """A measurement would not settle (dispersion too high, or the host was busy while it ran); the value
+    must not be kept as final. ``reasons`` says why, e.g. ``["cpu_fraction 0.55 < 0.90"]``."""
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        self.reasons = list(reasons or [])
+        super().__init__(message)
+
+
+class ArchNotEvaluable(FacenasError):  # noqa: N818 - reads as a state, like NotFound
+    """The architecture itself cannot be evaluated on this target: export, conversion, quantization or
+    measurement of that model failed for a reason that would fail the same way on any replica (mapped to
+    FAILED_PRECONDITION; the candidate fails once and no replica is to blame)."""
+
+
 class ExportError(FacenasError):
     """ONNX export failed, or the exported graph disagrees with the torch model."""
 
 
+class ModelNotExportable(ExportError, ArchNotEvaluable):  # noqa: N818 - reads as a state
+    """The exporter rejected this model, or its ONNX graph is invalid or disagrees with the torch model."""
+
+
 class NotFound(FacenasError):  # noqa: N818 - mapped to NOT_FOUND
     """The requested record does not exist."""
+
+
+class Unauthenticated(FacenasError):  # noqa: N818 - mapped to UNAUTHENTICATED
+    """The caller did not prove who it is (a missing or wrong API token)."""
 
 
 class Conflict(InvalidInput):

@@ -1,7 +1,13 @@
 """Run facenas services as local processes on free loopback ports (the demo, tests and benches).
 
 Each service is started as ``python -m services.<name> --port 0 --ready-file F``; the launcher waits
-until the ready file names its ports and gRPC health says SERVING. Logs go to ``<workdir>/<name>.log``.
+until the ready file names its ports and gRPC health says SERVING. A service that answers NOT_SERVING
+(a dependency is missing: its dataset, database, boards...) for ``not_serving_s`` seconds is stopped and
+reported with the reason it gives. Logs go to ``<workdir>/<name>.log``.
+The processes share a quiet gate (``FACENAS_QUIET_LOCK``, default ``<workdir>/quiet.lock``): CPU latency
+measurements pause training steps on this host instead of timing next to them. The cluster's TLS is
+``FACENAS_TLS_*`` of its environment (or the TLS this process was configured with, passed on to the
+services): the services serve mTLS and the health checks here dial with it.
 """
 
 from __future__ import annotations
@@ -18,9 +24,15 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from facenas.errors import Unavailable
+from facenas.hostgate import ENV as QUIET_LOCK_ENV
+from facenas.rpc import security
+from facenas.rpc.client import make_channel
+from facenas.rpc.health import wait_serving
+
+#: How long a starting service may answer NOT_SERVING before the launcher gives up on it.
+NOT_SERVING_S = 15.0
 
 
 @dataclass
@@ -36,8 +48,14 @@ class ServiceProcess:
     args: list[str] = field(default_factory=list)
 
     @property
+    def host(self) -> str:
+        """The listen address its ``--host`` argument gave (127.0.0.1 by default)."""
+        hosts = [self.args[i + 1] for i, a in enumerate(self.args[:-1]) if a == "--host"]
+        return hosts[-1] if hosts else "127.0.0.1"
+
+    @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def alive(self) -> bool:
@@ -66,14 +84,26 @@ class LocalCluster:
     def __init__(self, workdir: str | Path, env: dict[str, str] | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **security.client_tls_env(), **(env or {})}
         self.env.setdefault("PYTHONUNBUFFERED", "1")
+        #: what the services serve and every channel to them needs (None = plaintext)
+        self.tls = security.tls_from_env(self.env)
+        # one quiet gate for the processes of this run: CPU latency is never measured during a training step
+        self.env.setdefault(QUIET_LOCK_ENV, str(self.workdir / "quiet.lock"))
         self.processes: dict[str, ServiceProcess] = {}
 
     def start(
-        self, service: str, args: Sequence[str] = (), name: str | None = None, timeout: float = 120.0
+        self,
+        service: str,
+        args: Sequence[str] = (),
+        name: str | None = None,
+        timeout: float = 120.0,
+        require_serving: bool = True,
+        not_serving_s: float = NOT_SERVING_S,
     ) -> ServiceProcess:
-        """Start ``services.<service>`` and wait until it serves."""
+        """Start ``services.<service>`` and wait until it serves: its health SERVING, or with
+        ``require_serving=False`` any health answer. Unavailable names the service and why it is not
+        serving (the process is stopped then)."""
         name = name or service
         if name in self.processes and self.processes[name].alive:
             raise ValueError(f"{name} is already running")
@@ -99,9 +129,17 @@ class LocalCluster:
         started = ServiceProcess(
             name, service, proc, int(info["port"]), info.get("metrics_port"), log_path, list(args)
         )
-        _wait_serving(started.address, deadline)
+        try:
+            _wait_serving(started.address, deadline, name, require_serving, not_serving_s, self.tls)
+        except Unavailable as err:
+            started.terminate()
+            raise Unavailable(f"{err}; see {log_path}") from None
         self.processes[name] = started
         return started
+
+    def channel(self, address: str, token: str | None = None) -> grpc.Channel:
+        """A channel to a service of this cluster: its TLS, and ``token`` as the bearer token."""
+        return make_channel(address, tls=self.tls, token=token)
 
     def restart(self, name: str, timeout: float = 120.0) -> ServiceProcess:
         """Start a stopped (or killed) process again with the same arguments, on a new port."""
@@ -123,19 +161,16 @@ class LocalCluster:
         self.stop_all()
 
 
-def _wait_serving(address: str, deadline: float) -> None:
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise Unavailable(f"{address} is not SERVING")
-            time.sleep(0.05)
+def _wait_serving(
+    address: str,
+    deadline: float,
+    name: str,
+    serving: bool,
+    not_serving_s: float,
+    tls: security.TlsConfig | None,
+) -> None:
+    with make_channel(address, tls=tls) as channel:
+        wait_serving(channel, deadline, not_serving_s, f"{name} at {address}", any_answer=not serving)
 
 
 def _tail(path: Path, lines: int = 20) -> str:

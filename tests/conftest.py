@@ -1,10 +1,13 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the per-test timeout stretched with the host's load."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.timing import scaled
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SNP_ARCHS = sorted((FIXTURES / "archai" / "snp_target").glob("*.json"))
@@ -25,3 +28,14 @@ def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     generate_dataset(root, 60, size=64, seed=7)
     return root
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """pytest-timeout's limit (pyproject's ``timeout``, or a test's own mark) stretched with the load per
+    CPU as each test starts (tests/timing.py): it bounds a hung test, not a slow host."""
+    mark = item.get_closest_marker("timeout")
+    configured = mark.args[0] if mark and mark.args else item.config.getini("timeout")
+    if configured:
+        item.add_marker(pytest.mark.timeout(scaled(float(configured))))
+    yield

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from facenas.cli.common import console, err_console, parse_img_size, print_json, space_params, user_errors
-from facenas.errors import InvalidInput
-from facenas.latency import LatencyProtocol
+from facenas.errors import ConfigError, InvalidInput
 from facenas.space.hgnet import HgnetSearchSpace
+from facenas.space.params import SearchSpaceParams
+
+if TYPE_CHECKING:  # onnxruntime: imported by the commands that measure, not at the CLI's load
+    from facenas.latency import LatencyResult
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="Archai search YAML (default: embedded cpu_search.yaml).")
@@ -42,9 +46,17 @@ def latency(
     threads: Annotated[int, typer.Option(min=1, max=256, help="onnxruntime intra-op threads.")] = 1,
     rounds: Annotated[int, typer.Option(min=2, max=1000, help="Timed rounds.")] = 7,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    require_stable: Annotated[
+        bool, typer.Option("--require-stable", help="Fail (exit 2) instead of printing an unstable result.")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """ONNX Runtime CPU latency of an architecture (warm-up, repeated rounds, median and CV)."""
+    """ONNX Runtime CPU latency of an architecture (warm-up, repeated rounds, median and CV).
+
+    Every result says whether it is stable: a busy host (the measuring thread got too little CPU) or
+    a high CV makes it unstable, with the reasons.
+    """
+    from facenas.latency import LatencyProtocol, ensure_stable
     from facenas.pipeline import measure_arch_latency
 
     size = parse_img_size(img_size)
@@ -53,6 +65,8 @@ def latency(
     protocol = LatencyProtocol(intra_op_threads=threads, rounds=rounds)
     with err_console.status("measuring latency", spinner="dots"):
         result = measure_arch_latency(arch, params, protocol, size)
+    if require_stable:
+        ensure_stable(result)
     if json_out:
         print_json({"archid": arch.archid, "img_size": list(size or params.img_size), **result.to_dict()})
         return
@@ -61,6 +75,15 @@ def latency(
         f"({result.samples} runs, {result.attempts} attempt(s), {result.intra_op_threads} thread(s), "
         f"{result.host.cpu_model})"
     )
+    console.print(_host_facts(result), highlight=False)
+
+
+def _host_facts(result: LatencyResult) -> str:
+    """One line: what the host did to the measurement and whether the result is stable."""
+    load = " -> ".join("?" if x is None else f"{x:.2f}" for x in (result.load_1min, result.load_1min_end))
+    queue = f", {statistics.fmean(result.neighbours):.1f} other runnable tasks" if result.neighbours else ""
+    verdict = "stable" if result.stable else "UNSTABLE: " + "; ".join(result.unstable_reasons)
+    return f"host: cpu_fraction {result.cpu_fraction:.2f}{queue}, load {load}: {verdict}"
 
 
 @user_errors
@@ -71,7 +94,13 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=10_000, help="Total epochs (resumes).")] = 30,
     batch_size: Annotated[int, typer.Option(min=1, max=4096)] = 16,
     learning_rate: Annotated[float, typer.Option("--lr", min=1e-8, max=1.0)] = 2e-4,
-    img_size: ImgSizeOpt = None,
+    img_size: Annotated[
+        str | None,
+        typer.Option(
+            "--img-size",
+            help="S or WxH (default: the space's img_size, or the dataset's if its frames are smaller).",
+        ),
+    ] = None,
     seed: int = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.02,
@@ -84,7 +113,10 @@ def train(
     from facenas.train.final import train_final
     from facenas.train.loop import TrainingConfig
 
-    params = space_params(config, parse_img_size(img_size))
+    size = parse_img_size(img_size)
+    params = space_params(config, size)
+    if size is None:
+        params = _fit_to_dataset(params, dataset_dir)
     arch = HgnetSearchSpace(params).load(file)
     data = DatasetSplits.open(dataset_dir, params.img_size, val_fraction, test_fraction)
     cfg = TrainingConfig(batch_size=batch_size, learning_rate=learning_rate, seed=seed, device=device)
@@ -103,11 +135,37 @@ def train(
 
         result = train_final(arch, params, data.train, data.val, output_dir, epochs, cfg, on_epoch, on_step)
     if json_out:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "img_size": list(params.img_size)})
     else:
         console.print(
             f"done: {result.epochs_done} epochs (resumed after {result.resumed_from}); {result.onnx_path}"
         )
+
+
+def _fit_to_dataset(params: SearchSpaceParams, dataset_dir: Path) -> SearchSpaceParams:
+    """Without ``--img-size``: the space's image size, or the dataset's when its frames are smaller --
+    upsampling only costs time (64 px frames at 256 px are 16x the pixels) and gives a worse model.
+    InvalidInput with the reason when the dataset's size does not suit the space."""
+    from facenas.data.facesynth import frame_size
+
+    w, h = frame_size(dataset_dir)
+    want_w, want_h = params.img_size
+    if w >= want_w and h >= want_h:
+        return params  # downscaled, as Archai trains Face Synthetics' 512 px frames at 256 px
+    try:
+        fitted = SearchSpaceParams.from_mapping({**params.to_dict(), "img_size": [w, h]})
+    except ConfigError as err:
+        raise InvalidInput(
+            f"{dataset_dir} holds {w}x{h} images, smaller than the space's img_size {want_w}x{want_h}: "
+            f"training at {want_w}x{want_h} would upsample every frame (slower, and a worse model), and "
+            f"{w}x{h} does not suit the space ({'; '.join(err.problems)}); choose one with --img-size"
+        ) from None
+    err_console.print(
+        f"training at the dataset's {w}x{h} (the space's img_size {want_w}x{want_h} would upsample it; "
+        "--img-size overrides)",
+        highlight=False,
+    )
+    return fitted
 
 
 @user_errors

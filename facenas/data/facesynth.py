@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -19,8 +19,9 @@ from facenas.data.classes import IGNORE_INDEX, NUM_CLASSES
 from facenas.errors import DatasetError
 
 SPLITS = ("train", "val", "test", "all")
-_FRAME_RE = re.compile(r"^(\d+)(_seg)?\.png$")
 _MASK_MODES = ("L", "P")
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class Splits(NamedTuple):
@@ -64,24 +65,45 @@ def _describe(names: Sequence[str], limit: int = 3) -> str:
     return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
 
 
-def discover_frames(root: Path) -> list[str]:
-    """Return the frame ids (file stems) under ``root`` sorted numerically, with one directory listing.
+def _frame_of(name: str) -> tuple[str, bool]:
+    """``("123", False)`` for ``123.png``, ``("123", True)`` for ``123_seg.png``, ``("", False)`` else."""
+    if not name.endswith(".png"):
+        return "", False
+    stem = name[:-4]
+    is_mask = stem.endswith("_seg")
+    frame = stem[:-4] if is_mask else stem
+    return (frame, is_mask) if frame.isdecimal() else ("", False)
 
-    Files not named ``<digits>.png`` or ``<digits>_seg.png`` are ignored.
+
+def frame_entries(root: Path) -> tuple[list[str], list[os.DirEntry[str]]]:
+    """Frame ids under ``root`` sorted numerically, and the directory entries of their files.
+
+    One directory listing; files not named ``<digits>.png`` or ``<digits>_seg.png`` (and folders such as
+    ``.facenas-cache``) are ignored. Raises DatasetError unless every image has its mask and vice versa.
     """
     if not root.is_dir():
         raise DatasetError(f"dataset directory not found: {root}")
     images: set[str] = set()
     masks: set[str] = set()
-    with os.scandir(root) as entries:
-        for entry in entries:
-            match = _FRAME_RE.match(entry.name)
-            if match:
-                (masks if match.group(2) else images).add(match.group(1))
+    entries: list[os.DirEntry[str]] = []
+    with os.scandir(root) as listing:
+        for entry in listing:
+            frame, is_mask = _frame_of(entry.name)
+            if frame:
+                (masks if is_mask else images).add(frame)
+                entries.append(entry)
     if not images and not masks:
         raise DatasetError(f"no frames (<id>.png with <id>_seg.png) found in {root}")
     _check_pairs(root, images, masks)
-    return sorted(images, key=lambda frame: (int(frame), frame))
+    return sorted(images, key=lambda frame: (int(frame), frame)), entries
+
+
+def discover_frames(root: Path) -> list[str]:
+    """Return the frame ids (file stems) under ``root`` sorted numerically, with one directory listing.
+
+    Files not named ``<digits>.png`` or ``<digits>_seg.png`` are ignored.
+    """
+    return frame_entries(root)[0]
 
 
 def _check_pairs(root: Path, images: set[str], masks: set[str]) -> None:
@@ -93,11 +115,24 @@ def _check_pairs(root: Path, images: set[str], masks: set[str]) -> None:
         raise DatasetError(f"{len(no_image)} mask(s) in {root} have no image: {_describe(no_image)}")
 
 
-def _check_img_size(img_size: Sequence[int]) -> tuple[int, int]:
+def check_img_size(img_size: Sequence[int]) -> tuple[int, int]:
+    """``img_size`` as ``(w, h)``; DatasetError unless it is two positive ints."""
     values = tuple(img_size) if isinstance(img_size, Sequence) else ()
     if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
         raise DatasetError(f"img_size must be (width, height) with two positive ints, got {img_size!r}")
     return values[0], values[1]
+
+
+def frame_size(root: Path) -> tuple[int, int]:
+    """``(w, h)`` of the dataset's first image (read from its header; Face Synthetics frames share one
+    size). DatasetError when the directory holds no frames or the image cannot be read."""
+    frame = discover_frames(root)[0]
+    path = root / f"{frame}.png"
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from exc
 
 
 def _open(path: Path) -> Image.Image:
@@ -110,12 +145,86 @@ def _open(path: Path) -> Image.Image:
         raise DatasetError(f"cannot read {path}: {exc}") from exc
 
 
-class FaceSyntheticsDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Face Synthetics frames as ``(image, mask)`` pairs.
+def load_frame(image_path: Path, mask_path: Path, img_size: tuple[int, int], frame: str) -> Batch:
+    """Decode one frame into the loader's ``(image, mask)`` tensors at ``img_size = (w, h)``."""
+    image, mask = _open(image_path), _open(mask_path)
+    if image.size != mask.size:
+        raise DatasetError(f"size mismatch in frame {frame}: image {image.size}, mask {mask.size}")
+    if mask.mode not in _MASK_MODES:
+        raise DatasetError(f"{mask_path} must be an 8-bit single-channel label map, got mode {mask.mode}")
+    return _image_tensor(image, img_size), _mask_tensor(mask, img_size)
 
-    ``image`` is float32 ``(3, h, w)`` RGB / 255, bilinearly resized (antialiased) to ``img_size = (w, h)``;
-    ``mask`` is int64 ``(h, w)`` resized with nearest, labels ``>= NUM_CLASSES`` (facewear) mapped to
-    ``IGNORE_INDEX``. Files are read lazily in ``__getitem__``.
+
+def _image_tensor(image: Image.Image, img_size: tuple[int, int]) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    width, height = img_size
+    if tensor.shape[1:] == (height, width):
+        return tensor
+    resized = F.interpolate(
+        tensor[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True
+    )
+    # rounded to 8 bits, as a resized image is stored: the data cache then serves exactly these values
+    levels = resized[0].clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).numpy()
+    scaled = levels.astype(np.float32)
+    scaled /= np.float32(255.0)
+    return torch.from_numpy(scaled)
+
+
+def _mask_tensor(mask: Image.Image, img_size: tuple[int, int]) -> torch.Tensor:
+    labels = torch.from_numpy(np.array(mask, dtype=np.int64))
+    width, height = img_size
+    if labels.shape != (height, width):
+        labels = F.interpolate(labels[None, None].float(), size=(height, width), mode="nearest")
+        labels = labels[0, 0].long()
+    labels[(labels >= NUM_CLASSES) & (labels != IGNORE_INDEX)] = IGNORE_INDEX
+    return labels
+
+
+def check_split_args(split: str, img_size: Sequence[int], limit: int | None) -> tuple[int, int]:
+    """Validate a loader's ``split``, ``img_size`` and ``limit``; return ``img_size`` as ``(w, h)``."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DatasetError(f"limit must be a positive int or None, got {limit!r}")
+    return check_img_size(img_size)
+
+
+def select_split(
+    n: int, split: str, val_fraction: float, test_fraction: float, limit: int | None, root: Path
+) -> range:
+    """Indices into the ``n`` sorted frames that make up ``split`` (its first ``limit`` frames)."""
+    indices = range(n) if split == "all" else getattr(split_indices(n, val_fraction, test_fraction), split)
+    if not indices:
+        raise DatasetError(f"split {split!r} of {root} is empty")
+    return indices[:limit] if limit is not None else indices
+
+
+class FaceDataset(Dataset[Batch], ABC):
+    """One split of a Face Synthetics directory as ``(image, mask)`` pairs; base of both loaders.
+
+    ``image`` is float32 ``(3, h, w)`` RGB / 255 at ``img_size = (w, h)``, ``mask`` int64 ``(h, w)``.
+    """
+
+    root: Path
+    split: str
+    img_size: tuple[int, int]
+    frame_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.frame_ids)
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> Batch: ...
+
+
+class FaceSyntheticsDataset(FaceDataset):
+    """Face Synthetics frames decoded from the PNG files.
+
+    ``image`` is bilinearly resized (antialiased) to ``img_size = (w, h)`` and rounded to 8 bits (so
+    that the data cache, which stores uint8, serves the same values); ``mask`` is resized with
+    nearest, labels ``>= NUM_CLASSES`` (facewear) mapped to ``IGNORE_INDEX``. Files are read lazily in
+    ``__getitem__``; :class:`facenas.data.cache.CachedFaceDataset` serves the same items from a cache.
     """
 
     def __init__(
@@ -127,57 +236,18 @@ class FaceSyntheticsDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         test_fraction: float = 0.10,
         limit: int | None = None,
     ) -> None:
-        if split not in SPLITS:
-            raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise DatasetError(f"limit must be a positive int or None, got {limit!r}")
+        self.img_size = check_split_args(split, img_size, limit)
         self.root = Path(root)
         self.split = split
-        self.img_size = _check_img_size(img_size)
         frames = discover_frames(self.root)
-        if split != "all":
-            frames = [
-                frames[i] for i in getattr(split_indices(len(frames), val_fraction, test_fraction), split)
-            ]
-        if not frames:
-            raise DatasetError(f"split {split!r} of {self.root} is empty")
-        self.frame_ids: list[str] = frames[:limit] if limit is not None else frames
-
-    def __len__(self) -> int:
-        return len(self.frame_ids)
+        indices = select_split(len(frames), split, val_fraction, test_fraction, limit, self.root)
+        self.frame_ids = [frames[i] for i in indices]
 
     def paths(self, index: int) -> tuple[Path, Path]:
         """Image and mask path of item ``index``."""
         frame = self.frame_ids[index]
         return self.root / f"{frame}.png", self.root / f"{frame}_seg.png"
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> Batch:
         image_path, mask_path = self.paths(index)
-        image, mask = _open(image_path), _open(mask_path)
-        if image.size != mask.size:
-            raise DatasetError(
-                f"size mismatch in frame {self.frame_ids[index]}: image {image.size}, mask {mask.size}"
-            )
-        if mask.mode not in _MASK_MODES:
-            raise DatasetError(f"{mask_path} must be an 8-bit single-channel label map, got mode {mask.mode}")
-        return self._image_tensor(image), self._mask_tensor(mask)
-
-    def _image_tensor(self, image: Image.Image) -> torch.Tensor:
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-        width, height = self.img_size
-        if tensor.shape[1:] == (height, width):
-            return tensor
-        resized = F.interpolate(
-            tensor[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True
-        )
-        return resized[0].clamp_(0.0, 1.0)
-
-    def _mask_tensor(self, mask: Image.Image) -> torch.Tensor:
-        labels = torch.from_numpy(np.array(mask, dtype=np.int64))
-        width, height = self.img_size
-        if labels.shape != (height, width):
-            labels = F.interpolate(labels[None, None].float(), size=(height, width), mode="nearest")
-            labels = labels[0, 0].long()
-        labels[(labels >= NUM_CLASSES) & (labels != IGNORE_INDEX)] = IGNORE_INDEX
-        return labels
+        return load_frame(image_path, mask_path, self.img_size, self.frame_ids[index])

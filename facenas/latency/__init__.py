@@ -7,6 +7,7 @@ from facenas.latency.cpu import (
     DEFAULT_PROTOCOL,
     LatencyProtocol,
     LatencyResult,
+    ensure_stable,
     measure_onnx_latency,
 )
 from facenas.latency.host import HostInfo, host_info
@@ -16,6 +17,7 @@ __all__ = [
     "HostInfo",
     "LatencyProtocol",
     "LatencyResult",
+    "ensure_stable",
     "host_info",
     "measure_onnx_latency",
 ]

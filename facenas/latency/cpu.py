@@ -13,8 +13,14 @@ depend on first-run allocation and on the host's load. Here a measurement is:
 * optionally the calling thread (which runs the graph when ``intra_op_threads`` is 1) and ORT's pool
   threads pinned to fixed CPUs; off by default: on a shared 2-core VM a pinned thread cannot escape a core
   another process is using, and pinning showed no gain in dispersion there;
-* a fresh attempt (new session, new warm-up) while the dispersion ``cv`` exceeds ``cv_target``, up to
-  ``max_attempts`` and within ``max_seconds``; the attempt with the lowest ``cv`` is kept.
+* per round, the measuring thread's CPU time against wall time and the host's other runnable tasks
+  (:mod:`facenas.latency.contention`): an attempt whose ``cpu_fraction`` is below ``min_cpu_fraction``
+  ran on a contended host, whatever its ``cv``;
+* a fresh attempt (new session, new warm-up) while no attempt is both uncontended and within
+  ``cv_target``, up to ``max_attempts`` and within ``max_seconds``; the uncontended attempt with the
+  lowest ``cv`` is kept (if all were contended, the one with the highest ``cpu_fraction``);
+* the kept attempt is ``stable`` if uncontended and its ``cv`` is at most ``max_cv``; otherwise
+  ``unstable_reasons`` says why and :func:`ensure_stable` refuses it.
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from facenas.errors import InvalidInput, MeasurementError
+from facenas.errors import ArchNotEvaluable, InvalidInput, MeasurementError, UnstableMeasurement
+from facenas.latency.contention import RoundMeter, RoundUsage, Usage, contention_reasons
 from facenas.latency.host import HostInfo, host_info
 
 PROVIDER = "CPUExecutionProvider"
@@ -74,6 +82,16 @@ class LatencyProtocol:
     ``min_round_seconds`` (estimated from the fastest warm-up run), so that a round median does not
     rest on a handful of sub-millisecond runs. ``max_seconds`` bounds the whole measurement: no round
     starts past it once two are done, and a new attempt starts only if one more would still fit.
+
+    Another attempt is made while no attempt is both within ``cv_target`` and uncontended (its
+    ``cpu_fraction`` at least ``min_cpu_fraction``); the result is refused as unstable if it is contended
+    or its ``cv`` exceeds ``max_cv`` (>= ``cv_target``). The defaults come from experiments on a 2-vCPU
+    VM (docs/latency-contention.md): quiet and ``nice 19`` neighbours gave fractions of 0.93 to 1.0, a
+    neighbour sharing the core 0.34 to 0.80. ``max_cv`` (0.20) is set above what quiet hosts give (a
+    quarter of quiet measurements of small models on that VM exceeded 10 %, none 15 %): the median of 7
+    round medians then has a standard error under 8 %. With several intra-op threads the fraction also
+    counts pool threads' idle time (0.87 for a small model at 2 threads on a quiet host): lower the
+    threshold there.
     """
 
     warmup_runs: int = 10
@@ -89,6 +107,8 @@ class LatencyProtocol:
     allow_spinning: bool = False
     pin_threads: bool = False
     cv_target: float = 0.03
+    max_cv: float = 0.20
+    min_cpu_fraction: float = 0.90
     max_attempts: int = 3
     max_seconds: float = 60.0
 
@@ -119,6 +139,8 @@ class LatencyProtocol:
             "warmup_max_seconds",
             "min_round_seconds",
             "cv_target",
+            "max_cv",
+            "min_cpu_fraction",
             "max_seconds",
         ):
             value = getattr(self, name)
@@ -130,6 +152,10 @@ class LatencyProtocol:
             raise _bad("max_seconds", f"must be > 0, got {self.max_seconds}")
         if self.warmup_min_seconds > self.warmup_max_seconds:
             raise _bad("warmup_min_seconds", "must not exceed warmup_max_seconds")
+        if self.max_cv < self.cv_target:
+            raise _bad("max_cv", f"must be >= cv_target ({self.cv_target}), got {self.max_cv}")
+        if self.min_cpu_fraction > 1:
+            raise _bad("min_cpu_fraction", f"must be <= 1, got {self.min_cpu_fraction}")
 
     def _check_choices(self) -> None:
         for name in ("allow_spinning", "pin_threads"):
@@ -164,12 +190,17 @@ class LatencyResult:
     ``runs_per_round`` runs moves from one stretch of time to the next, i.e. how reproducible the
     reported median is: isolated outliers (a preemption, a page fault) barely move a round median, so
     they do not inflate it the way they inflate a per-sample stdev/mean, while sustained interference
-    (a noisy neighbour, frequency changes) does. ``stable`` is ``cv <= protocol.cv_target``.
-    ``attempt_cvs`` lists the ``cv`` of every attempt made, in order; ``attempts`` is their count.
+    (a noisy neighbour, frequency changes) does. ``attempt_cvs`` lists the ``cv`` of every attempt made,
+    in order; ``attempts`` is their count.
 
-    A low ``cv`` does not prove an idle host: sustained contention shifts every round alike. ``load_1min``
-    (the host's 1-minute load average when measurement began, ``None`` where unavailable) is recorded so
-    that results taken on a busy host can be spotted.
+    A low ``cv`` does not prove an idle host: sustained contention shifts every round alike. So
+    ``cpu_fraction`` is the CPU time the measuring thread got over the wall time of the kept attempt's
+    timed rounds (``round_cpu_fractions`` per round, ``attempt_cpu_fractions`` per attempt), and
+    ``neighbours`` the host's other runnable tasks sampled after each round (empty where unknown).
+    ``contended`` is ``cpu_fraction < protocol.min_cpu_fraction``. ``stable`` is: not contended and
+    ``cv <= protocol.max_cv``; ``unstable_reasons`` says why not (empty when stable). ``load_1min`` and
+    ``load_1min_end`` are the host's 1-minute load average when measurement began and ended (``None``
+    where unavailable).
     """
 
     median_s: float
@@ -186,10 +217,17 @@ class LatencyResult:
     attempts: int
     attempt_cvs: tuple[float, ...]
     stable: bool
+    contended: bool
+    unstable_reasons: tuple[str, ...]
+    cpu_fraction: float
+    round_cpu_fractions: tuple[float, ...]
+    attempt_cpu_fractions: tuple[float, ...]
+    neighbours: tuple[int, ...]
     intra_op_threads: int
     inter_op_threads: int
     pinned_cpus: tuple[int, ...]
     load_1min: float | None
+    load_1min_end: float | None
     input_name: str
     input_shape: tuple[int, ...]
     input_dtype: str
@@ -212,9 +250,10 @@ class LatencyResult:
 
 @dataclass(frozen=True)
 class _Attempt:
-    """The raw timings of one attempt, in nanoseconds, grouped by round."""
+    """The raw timings of one attempt, in nanoseconds, grouped by round, and what the host did to it."""
 
     rounds_ns: tuple[tuple[int, ...], ...]
+    usage: Usage
 
     @property
     def round_medians_s(self) -> tuple[float, ...]:
@@ -227,6 +266,17 @@ class _Attempt:
         if mean <= 0:
             raise MeasurementError("timer resolution too coarse: runs measured as taking no time")
         return statistics.stdev(medians) / mean
+
+    def contention(self, protocol: LatencyProtocol, cpus: int) -> list[str]:
+        """Return why this attempt counts as contended (empty: it does not)."""
+        return contention_reasons(self.usage, protocol.min_cpu_fraction, cpus)
+
+    def reasons(self, protocol: LatencyProtocol, cpus: int) -> list[str]:
+        """Return why this attempt is not a stable result (empty: it is)."""
+        reasons = self.contention(protocol, cpus)
+        if self.cv > protocol.max_cv:
+            reasons.append(f"cv {self.cv:.1%} > max_cv {protocol.max_cv:.1%}")
+        return reasons
 
 
 # ---------------------------------------------------------------------------------------------- session
@@ -264,13 +314,40 @@ def _session_options(protocol: LatencyProtocol, pool_cpus: Sequence[int]) -> Any
     return opts
 
 
+#: onnxruntime's errors for a model it will not load (an invalid graph, an op or type it lacks). Others are
+#: not the architecture's: bytes that do not parse (a truncated file), a bad session option (a plain
+#: RuntimeError), no memory, a missing file.
+_ORT_MODEL_ERRORS: tuple[type[BaseException], ...] = tuple(
+    getattr(ort_state, name)
+    for name in ("InvalidGraph", "NotImplemented", "Fail")
+    if isinstance(getattr(ort_state, name, None), type)
+)
+_NO_MEMORY = ("bad_alloc", "out of memory", "failed to allocate")
+
+
+def ort_rejects_model(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by onnxruntime loading or quantizing a model, is that model's fault."""
+    return isinstance(exc, _ORT_MODEL_ERRORS) and not out_of_memory(exc)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the host ran out of memory (not the model's fault)."""
+    return isinstance(exc, MemoryError) or any(word in str(exc).lower() for word in _NO_MEMORY)
+
+
+def load_error(message: str, exc: BaseException) -> MeasurementError | ArchNotEvaluable:
+    """The error for a model onnxruntime failed to load: ArchNotEvaluable when the model is to blame."""
+    return ArchNotEvaluable(message) if ort_rejects_model(exc) else MeasurementError(message)
+
+
 def _make_session(source: bytes | str, protocol: LatencyProtocol, pool_cpus: Sequence[int]) -> Any:
-    """Create a CPU InferenceSession; MeasurementError if the model cannot be loaded."""
+    """Create a CPU InferenceSession; ArchNotEvaluable if onnxruntime rejects the model, MeasurementError
+    if it cannot be loaded for another reason."""
     try:
         return ort.InferenceSession(source, _session_options(protocol, pool_cpus), providers=[PROVIDER])
     except Exception as exc:
         what = "model bytes" if isinstance(source, bytes) else source
-        raise MeasurementError(f"cannot load ONNX model ({what}): {exc}") from exc
+        raise load_error(f"cannot load ONNX model ({what}): {exc}", exc) from exc
 
 
 def _resolve_input(session: Any, input_shape: Sequence[int] | None) -> tuple[str, tuple[int, ...], str]:
@@ -394,12 +471,16 @@ def _time_attempt(run: Callable[[], object], protocol: LatencyProtocol, deadline
     """Warm up, then time the protocol's rounds (fewer, but at least 2, if ``deadline`` passes)."""
     per_round = _runs_per_round(protocol, _warm_up(run, protocol))
     rounds: list[tuple[int, ...]] = []
+    usage: list[RoundUsage] = []
+    meter = RoundMeter(protocol.intra_op_threads)
     with _gc_paused():
         for _ in range(protocol.rounds):
             if len(rounds) >= 2 and time.monotonic() > deadline:
                 break
+            meter.start()
             rounds.append(_time_round(run, per_round))
-    return _Attempt(tuple(rounds))
+            usage.append(meter.stop())
+    return _Attempt(tuple(rounds), Usage.of(usage))
 
 
 def _runner(session: Any, feed: dict[str, npt.NDArray[Any]]) -> Callable[[], object]:
@@ -470,23 +551,56 @@ def measure_onnx_latency(
         )
     source = _model_source(model)
     pinned = _pinned_cpus(protocol)
-    load = _load_1min()
+    loads = [_load_1min()]
     start = time.monotonic()
     made: list[tuple[_Attempt, _Setup]] = []
     with _calling_thread_on(pinned[0] if pinned else None):
-        while _another_attempt([a for a, _ in made], protocol, start):
+        while _another_attempt([a for a, _ in made], protocol, start, host.usable_cpus):
             made.append(
                 _one_attempt(source, input_shape, protocol, seed, pinned, start + protocol.max_seconds)
             )
-    best, setup = min(made, key=lambda m: m[0].cv)
-    return _result(best, tuple(a.cv for a, _ in made), protocol, setup, pinned, load, seed, host)
+    loads.append(_load_1min())
+    best, setup = min(made, key=lambda m: _rank(m[0], protocol, host.usable_cpus))
+    return _result(best, [a for a, _ in made], protocol, setup, pinned, loads, seed, host)
 
 
-def _another_attempt(attempts: list[_Attempt], protocol: LatencyProtocol, start: float) -> bool:
-    """Whether to make another attempt: none yet, or unstable with attempts and time left for one more."""
+def ensure_stable(result: LatencyResult) -> LatencyResult:
+    """Return ``result`` if it is stable; else raise UnstableMeasurement with its reasons.
+
+    The message says what to do: a busy host calls for measuring again once it is quiet, a high ``cv``
+    alone for more rounds or attempts.
+    """
+    if result.stable:
+        return result
+    reasons = list(result.unstable_reasons)
+    what = "host busy" if result.contended else "latency would not settle"
+    raise UnstableMeasurement(
+        f"{what}: {'; '.join(reasons)} (median {result.median_s * 1e3:.3f} ms after {result.attempts} "
+        f"attempt(s), load {_fmt_load(result.load_1min)} -> {_fmt_load(result.load_1min_end)}); "
+        "not kept: measure again when the host is quiet",
+        reasons,
+    )
+
+
+def _fmt_load(load: float | None) -> str:
+    return "?" if load is None else f"{load:.2f}"
+
+
+def _rank(attempt: _Attempt, protocol: LatencyProtocol, cpus: int) -> tuple[bool, float]:
+    """Sort key of attempts, best first: uncontended by lowest cv, then contended by highest CPU share."""
+    if attempt.contention(protocol, cpus):
+        return (True, -attempt.usage.cpu_fraction)
+    return (False, attempt.cv)
+
+
+def _another_attempt(attempts: list[_Attempt], protocol: LatencyProtocol, start: float, cpus: int) -> bool:
+    """Whether to make another attempt: none yet, or none both uncontended and within ``cv_target``,
+    with attempts and time left for one more."""
     if not attempts:
         return True
-    if len(attempts) >= protocol.max_attempts or min(a.cv for a in attempts) <= protocol.cv_target:
+    if len(attempts) >= protocol.max_attempts:
+        return False
+    if any(a.cv <= protocol.cv_target and not a.contention(protocol, cpus) for a in attempts):
         return False
     elapsed = time.monotonic() - start
     return elapsed + elapsed / len(attempts) <= protocol.max_seconds
@@ -494,11 +608,11 @@ def _another_attempt(attempts: list[_Attempt], protocol: LatencyProtocol, start:
 
 def _result(
     best: _Attempt,
-    attempt_cvs: tuple[float, ...],
+    made: list[_Attempt],
     protocol: LatencyProtocol,
     setup: _Setup,
     pinned: tuple[int, ...],
-    load: float | None,
+    loads: list[float | None],
     seed: int,
     host: HostInfo,
 ) -> LatencyResult:
@@ -506,6 +620,8 @@ def _result(
     samples = np.array([s for r in best.rounds_ns for s in r], dtype=np.float64) / 1e9
     p10, p90 = (float(p) for p in np.percentile(samples, [10, 90]))
     cv = best.cv
+    reasons = best.reasons(protocol, host.usable_cpus)
+    contended = bool(best.contention(protocol, host.usable_cpus))
     return LatencyResult(
         median_s=float(np.median(samples)),
         mean_s=float(samples.mean()),
@@ -518,13 +634,20 @@ def _result(
         samples=int(samples.size),
         runs_per_round=len(best.rounds_ns[0]),
         round_medians_s=best.round_medians_s,
-        attempts=len(attempt_cvs),
-        attempt_cvs=attempt_cvs,
-        stable=cv <= protocol.cv_target,
+        attempts=len(made),
+        attempt_cvs=tuple(a.cv for a in made),
+        stable=not reasons,
+        contended=contended,
+        unstable_reasons=tuple(reasons),
+        cpu_fraction=best.usage.cpu_fraction,
+        round_cpu_fractions=best.usage.round_cpu_fractions,
+        attempt_cpu_fractions=tuple(a.usage.cpu_fraction for a in made),
+        neighbours=best.usage.neighbours,
         intra_op_threads=setup.threads[0],
         inter_op_threads=setup.threads[1],
         pinned_cpus=pinned,
-        load_1min=load,
+        load_1min=loads[0],
+        load_1min_end=loads[-1],
         input_name=setup.input_name,
         input_shape=setup.input_shape,
         input_dtype=setup.input_dtype,

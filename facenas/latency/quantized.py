@@ -30,7 +30,7 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,12 +40,19 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnxruntime import quantization as ortq
 
-from facenas.errors import DatasetError, InvalidInput, MeasurementError
-from facenas.latency.cpu import DEFAULT_PROTOCOL, LatencyProtocol, LatencyResult, measure_onnx_latency
+from facenas.errors import ArchNotEvaluable, DatasetError, FacenasError, InvalidInput, MeasurementError
+from facenas.latency.cpu import (
+    DEFAULT_PROTOCOL,
+    LatencyProtocol,
+    LatencyResult,
+    load_error,
+    measure_onnx_latency,
+    out_of_memory,
+)
 from facenas.latency.host import host_info
 
 if TYPE_CHECKING:
-    from facenas.data.facesynth import FaceSyntheticsDataset
+    from facenas.data.facesynth import FaceDataset
 
 BACKEND = "onnxruntime-qdq-emulation"
 METHODS: dict[str, Any] = {
@@ -70,18 +77,21 @@ def calibration_batches(
     seed: int = 0,
     val_fraction: float = 0.02,
     test_fraction: float = 0.10,
+    cache: str | os.PathLike[str] | None = "auto",
 ) -> list[FloatArray]:
     """Draw ``count`` train-split images (fewer if the split is smaller), seeded, without replacement.
 
     Each is a float32 ``(1, 3, h, w)`` array in [0, 1], preprocessed as for training; ``img_size`` is
     ``(w, h)``; the split is the one ``val_fraction`` and ``test_fraction`` leave for training, so
-    calibration never sees validation images. Raises DatasetError when the directory holds no usable frames.
+    calibration never sees validation images. Images come through :func:`facenas.data.cache.open_split`
+    (``cache``: a cache directory, "auto" or None). Raises DatasetError when the directory holds no
+    usable frames.
     """
-    from facenas.data.facesynth import FaceSyntheticsDataset
+    from facenas.data.cache import open_split
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InvalidInput(f"count must be a positive int, got {count!r}")
-    dataset = FaceSyntheticsDataset(dataset_dir, "train", img_size, val_fraction, test_fraction)
+    dataset = open_split(dataset_dir, "train", img_size, val_fraction, test_fraction, cache)
     picks = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
     return [dataset[int(i)][0].numpy()[None].astype(np.float32, copy=False) for i in picks]
 
@@ -89,18 +99,26 @@ def calibration_batches(
 class CalibrationCache:
     """:func:`calibration_batches` of one dataset, drawn once per (image size, split); thread-safe."""
 
-    def __init__(self, dataset_dir: str | os.PathLike[str], count: int = 16) -> None:
+    def __init__(
+        self, dataset_dir: str | os.PathLike[str], count: int = 16, data_cache: str = "auto"
+    ) -> None:
         self.dataset_dir = dataset_dir
         self.count = count
+        self.data_cache = data_cache  # a service's --data-cache (see facenas.data.cache.cache_for)
         self._drawn: dict[tuple[tuple[int, int], tuple[float, float]], list[FloatArray]] = {}
         self._lock = threading.Lock()
 
     def get(self, img_size: tuple[int, int], split: tuple[float, float] = (0.02, 0.10)) -> list[FloatArray]:
         """The calibration arrays at ``img_size`` from the train split ``split`` = (val, test) leaves."""
+        from facenas.data.cache import cache_for
+
         with self._lock:
             key = (img_size, split)
             if key not in self._drawn:
-                self._drawn[key] = calibration_batches(self.dataset_dir, img_size, self.count, 0, *split)
+                cache = cache_for(self.data_cache, self.dataset_dir, img_size)
+                self._drawn[key] = calibration_batches(
+                    self.dataset_dir, img_size, self.count, 0, *split, cache
+                )
             return self._drawn[key]
 
 
@@ -159,12 +177,19 @@ def _check_calibration(calibration: Sequence[FloatArray], shape: tuple[int, ...]
 
 
 def _pre_process(source: Path, target: Path) -> Path:
-    """Shape inference and graph optimisation; returns ``target``, or ``source`` if pre-processing fails."""
+    """Shape inference and graph optimisation; returns ``target``. A model that cannot be pre-processed is
+    not quantized without it, which would change its int8 latency unseen: ArchNotEvaluable (the step
+    depends only on the model), MeasurementError when the host failed it (a file, memory)."""
     try:
         ortq.quant_pre_process(str(source), str(target))
-    except Exception:
-        return source
-    return target if target.is_file() else source
+    except Exception as exc:
+        message = f"int8 quantization failed in pre-processing (shape inference, optimisation): {exc}"
+        if isinstance(exc, OSError) or out_of_memory(exc):
+            raise MeasurementError(message) from exc
+        raise ArchNotEvaluable(message) from exc
+    if not target.is_file():
+        raise MeasurementError("int8 quantization failed: pre-processing wrote no model")
+    return target
 
 
 def _calibrate(model: Path, reader: ArrayDataReader, method: str, workdir: Path) -> Path:
@@ -217,7 +242,8 @@ def quantize_int8(
 
     ``calibration`` holds float32 arrays of the model's input shape (see :func:`calibration_batches`);
     ``method`` is one of :data:`METHODS`; ``per_channel`` quantizes weights per output channel.
-    Raises InvalidInput for bad arguments and MeasurementError when the model cannot be quantized.
+    Raises InvalidInput for bad arguments, ArchNotEvaluable when onnxruntime rejects the model and
+    MeasurementError when it cannot be quantized for another reason.
     """
     if method not in METHODS:
         raise InvalidInput(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -232,8 +258,10 @@ def quantize_int8(
             contextlib.redirect_stdout(io.StringIO()),  # ORT's calibrators print progress
         ):
             return _quantize_in(Path(tmp), onnx_bytes, reader, method, per_channel)
+    except FacenasError:
+        raise
     except Exception as exc:
-        raise MeasurementError(f"int8 quantization failed: {exc}") from exc
+        raise load_error(f"int8 quantization failed: {exc}", exc) from exc
 
 
 # ---------------------------------------------------------------------------------------- latency
@@ -277,11 +305,14 @@ def measure_quantized_latency(
     include_fp32: bool = False,
     method: str = "minmax",
     per_channel: bool = False,
+    quiet: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> QuantizedLatency:
-    """Quantize ``onnx_bytes`` with :func:`quantize_int8` and time it (and the fp32 model if asked)."""
+    """Quantize ``onnx_bytes`` with :func:`quantize_int8` and time it (and the fp32 model if asked);
+    ``quiet()`` is entered around the timing only (e.g. the host's quiet gate), not the quantization."""
     int8_bytes = quantize_int8(onnx_bytes, calibration, method, per_channel)
-    fp32 = measure_onnx_latency(onnx_bytes, protocol=protocol) if include_fp32 else None
-    int8 = measure_onnx_latency(int8_bytes, protocol=protocol)
+    with quiet():
+        fp32 = measure_onnx_latency(onnx_bytes, protocol=protocol) if include_fp32 else None
+        int8 = measure_onnx_latency(int8_bytes, protocol=protocol)
     return QuantizedLatency(
         int8=int8,
         fp32=fp32,
@@ -297,7 +328,7 @@ def measure_quantized_latency(
 # ---------------------------------------------------------------------------------------- accuracy
 
 
-def _predictions(model_bytes: bytes, dataset: FaceSyntheticsDataset, limit: int) -> Iterator[tuple[Any, Any]]:
+def _predictions(model_bytes: bytes, dataset: FaceDataset, limit: int) -> Iterator[tuple[Any, Any]]:
     """Yield ``(argmax prediction, mask)`` torch tensors for the first ``limit`` items, batch 1."""
     import torch
 
@@ -306,7 +337,7 @@ def _predictions(model_bytes: bytes, dataset: FaceSyntheticsDataset, limit: int)
     try:
         session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise MeasurementError(f"cannot load ONNX model: {exc}") from exc
+        raise load_error(f"cannot load ONNX model: {exc}", exc) from exc
     name = session.get_inputs()[0].name
     for index in range(limit):
         image, mask = dataset[index]
@@ -316,7 +347,7 @@ def _predictions(model_bytes: bytes, dataset: FaceSyntheticsDataset, limit: int)
 
 def onnx_miou(
     model_bytes: bytes,
-    dataset: FaceSyntheticsDataset,
+    dataset: FaceDataset,
     num_classes: int = 18,
     max_images: int | None = None,
     batch_size: int = 16,
@@ -349,7 +380,7 @@ def onnx_miou(
 
 def quantized_miou(
     int8_bytes: bytes,
-    dataset: FaceSyntheticsDataset,
+    dataset: FaceDataset,
     num_classes: int = 18,
     max_images: int | None = None,
     batch_size: int = 16,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facenas.errors import ExportError
+from facenas.errors import ExportError, ModelNotExportable
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17
@@ -47,7 +47,11 @@ def export_onnx(
     in_channels: int = 3,
     opset: int = DEFAULT_OPSET,
 ) -> OnnxExport:
-    """Export ``model`` (put in eval mode) for a fixed (1, C, h, w) input; ``img_size`` is (w, h)."""
+    """Export ``model`` (put in eval mode) for a fixed (1, C, h, w) input; ``img_size`` is (w, h).
+
+    ModelNotExportable when the exporter rejects the model or produces an invalid graph for it; ExportError
+    for what is not the model's fault (an opset too old, an exporter that ignores the opset asked for).
+    """
     import onnx
 
     if opset < MIN_OPSET:
@@ -69,11 +73,16 @@ def export_onnx(
                 output_names=[OUTPUT_NAME],
                 do_constant_folding=True,
             )
+    except (MemoryError, ImportError, OSError) as err:  # this host's, not the model's
+        raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
     except Exception as err:  # torch raises many types here
-        raise ExportError(f"torch.onnx.export failed: {err}") from err
+        raise ModelNotExportable(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
     data = buffer.getvalue()
     proto = onnx.load_from_string(data)
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as err:
+        raise ModelNotExportable(f"the exported ONNX graph is invalid: {err}") from err
     got = {imp.domain: imp.version for imp in proto.opset_import}.get("", -1)
     if got != opset:
         raise ExportError(f"exporter produced opset {got}, expected {opset}")
@@ -81,7 +90,7 @@ def export_onnx(
 
 
 def verify_onnx(model: nn.Module, export: OnnxExport, seed: int = 0, atol: float = 1e-4) -> float:
-    """Max absolute difference between torch and onnxruntime outputs; raises above ``atol``."""
+    """Max absolute difference between torch and onnxruntime outputs; ModelNotExportable above ``atol``."""
     import onnxruntime as ort
 
     generator = torch.Generator().manual_seed(seed)
@@ -95,5 +104,5 @@ def verify_onnx(model: nn.Module, export: OnnxExport, seed: int = 0, atol: float
     (got,) = session.run([export.output_name], {export.input_name: x.numpy()})
     diff = float(np.max(np.abs(np.asarray(got) - expected)))
     if not diff <= atol:
-        raise ExportError(f"onnxruntime output differs from torch by {diff:.3g} (tolerance {atol:g})")
+        raise ModelNotExportable(f"onnxruntime output differs from torch by {diff:.3g} (tolerance {atol:g})")
     return diff

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facenas.errors import InvalidInput
 from facenas.model.ops import ConvBnRelu, make_op
 from facenas.space.spec import ArchSpec, HourglassSpec, check_size
 
@@ -76,14 +75,3 @@ def build_model(spec: ArchSpec, num_classes: int = 18, in_channels: int = 3) -> 
     """A freshly initialised model for ``spec``; refuses absurdly large specs before allocating."""
     check_size(spec, num_classes, in_channels)
     return StackedHourglass(spec, num_classes, in_channels)
-
-
-def check_input_size(spec: ArchSpec, img_size: tuple[int, int]) -> None:
-    """Input sides must be multiples of the bottleneck stride, or skip additions mismatch."""
-    factor = spec.downsample_factor
-    w, h = img_size
-    if w <= 0 or h <= 0 or w % factor or h % factor:
-        raise InvalidInput(
-            f"img_size {w}x{h}: both sides must be positive multiples of {factor} "
-            f"(stem_stride {spec.stem_stride} x 2**(downsample blocks - 1)) for this architecture"
-        )

@@ -48,12 +48,13 @@ WORK_IN_FLIGHT = Gauge(
 CAPACITY = Gauge("facenas_worker_capacity", "Evaluations this process runs at once.", ["service"])
 QUEUE_DEPTH = Gauge(
     "facenas_queue_depth",
-    "Requests waiting for a free evaluation slot in this process.",
+    "Jobs waiting for a free evaluation slot in this process.",
     ["service"],
 )
 EVALUATIONS = Counter(
     "facenas_evaluations",
-    "Evaluations finished by this worker, by objective and outcome.",
+    "Evaluations finished by this worker, by objective and outcome "
+    "(ok, invalid, not_evaluable, unavailable, unstable, error, cancelled).",
     ["service", "objective", "outcome"],
 )
 EVALUATION_SECONDS = Histogram(
@@ -61,4 +62,14 @@ EVALUATION_SECONDS = Histogram(
     "Wall time of one evaluation on this worker.",
     ["service", "objective"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+JOBS_ATTACHED = Counter(
+    "facenas_jobs_attached",
+    "Submissions that joined a job already queued, running or finished here (no work started).",
+    ["service"],
+)
+JOB_STEPS = Counter(
+    "facenas_job_steps",
+    "Progress steps jobs made on this worker, by phase (e.g. training steps).",
+    ["service", "phase"],
 )

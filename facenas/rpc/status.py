@@ -5,22 +5,27 @@ from __future__ import annotations
 import grpc
 
 from facenas.errors import (
+    ArchNotEvaluable,
     Cancelled,
     Conflict,
     FacenasError,
     InvalidInput,
     MeasurementError,
     NotFound,
+    Unauthenticated,
     Unavailable,
 )
 
-#: Most specific first: Conflict is an InvalidInput, and must map to ALREADY_EXISTS.
+#: Most specific first: Conflict is an InvalidInput, and must map to ALREADY_EXISTS; ArchNotEvaluable
+#: comes first, so a model's failure is FAILED_PRECONDITION whatever else its class derives from.
 _TO_CODE: tuple[tuple[type[FacenasError], grpc.StatusCode], ...] = (
+    (ArchNotEvaluable, grpc.StatusCode.FAILED_PRECONDITION),
     (Conflict, grpc.StatusCode.ALREADY_EXISTS),
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (Cancelled, grpc.StatusCode.CANCELLED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (MeasurementError, grpc.StatusCode.INTERNAL),
 )
 
@@ -32,6 +37,8 @@ _FROM_CODE: dict[grpc.StatusCode, type[FacenasError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
     grpc.StatusCode.CANCELLED: Cancelled,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Unavailable,
+    grpc.StatusCode.FAILED_PRECONDITION: ArchNotEvaluable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from facenas.errors import Cancelled
-from facenas.rpc.evaluator import budget_from_proto, space_from_proto
+from facenas.rpc.evalconv import budget_from_proto, space_from_proto
 from facenas.train.final import FinalTrainingResult
 from facenas.v1 import trainer_pb2, trainer_pb2_grpc
 from facenas.workers.base import parse_arch
@@ -51,22 +51,30 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, FinalTrainingResult):
-                yield trainer_pb2.FullTrainProgress(
-                    archid=arch.archid,
-                    epoch=item.epochs_done,
-                    epochs=epochs,
-                    done=True,
-                    output_dir=str(item.output_dir),
-                    onnx_path=str(item.onnx_path),
-                    resumed_from=item.resumed_from,
-                )
+                # the last message repeats the final epoch's figures (as metrics.json has them), also when
+                # a resumed training had no epoch left to run
+                if item.history:
+                    done = _epoch(arch.archid, item.history[-1], epochs)
+                else:
+                    done = trainer_pb2.FullTrainProgress(archid=arch.archid, epochs=epochs)
+                done.epoch = item.epochs_done
+                done.done = True
+                done.output_dir = str(item.output_dir)
+                done.onnx_path = str(item.onnx_path)
+                done.resumed_from = item.resumed_from
+                yield done
                 return
-            yield trainer_pb2.FullTrainProgress(
-                archid=arch.archid,
-                epoch=int(item["epoch"]),
-                epochs=epochs,
-                train_loss=float(item["train_loss"]),
-                val_miou=float(item["val_miou"]),
-                val_miou_global=float(item["val_miou_global"]),
-                seconds=float(item["seconds"]),
-            )
+            yield _epoch(arch.archid, item, epochs)
+
+
+def _epoch(archid: str, record: dict[str, Any], epochs: int) -> trainer_pb2.FullTrainProgress:
+    """One epoch's record of :func:`~facenas.train.final.train_final` as a progress message."""
+    return trainer_pb2.FullTrainProgress(
+        archid=archid,
+        epoch=int(record["epoch"]),
+        epochs=epochs,
+        train_loss=float(record["train_loss"]),
+        val_miou=float(record["val_miou"]),
+        val_miou_global=float(record["val_miou_global"]),
+        seconds=float(record["seconds"]),
+    )

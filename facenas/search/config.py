@@ -19,8 +19,15 @@ facenas keys (all optional; one in Archai's ``search.target`` block, the rest at
       max_parameters: 5.0e7  # default: search.algorithm.params.max_parameters
       max_latency_s: 0.3     # CPU ONNX latency cap (Archai: 0.3 cpu, 0.185 snp)
     evaluation:
-      max_attempts: 4        # per evaluation, across replicas
+      max_attempts: 4        # per evaluation, across replicas (a lost worker, an error)
       timeout_s: 3600        # per attempt
+      max_unstable: 3        # re-measurements of a figure that would not settle, before giving up
+      unstable_delay_s: 30   # wait before re-measuring it (doubles each time)
+      outage_patience_s: 1800  # how long the search waits for an unreachable service before failing
+
+Unknown keys are refused everywhere (listing the known ones), so a typo such as ``search.algoritm`` or
+``search.target.nmae`` is an error instead of a silent default; ``aml`` (Archai's Azure block) and
+Archai's remote-benchmark keys of ``search.target`` (:data:`ARCHAI_TARGET_KEYS`) are accepted and unused.
 
 ``search.algorithm.name`` is ``evolution_pareto`` (Archai's, barrier per iteration),
 ``async_evolution_pareto`` (ours: no barrier, every worker kept busy), or Archai's ``local_search``,
@@ -33,13 +40,12 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import yaml
-
 from facenas.domain import OBJECTIVES, Budget, EvalSpace
-from facenas.errors import ConfigError
+from facenas.errors import ConfigError, InvalidInput
+from facenas.limits import MAX_CONFIG_BYTES, brief, load_yaml
 from facenas.search.snapshot import ObjectiveInfo
 from facenas.space.params import SearchSpaceParams, search_space_params_from_config
 
@@ -51,12 +57,13 @@ ALGORITHMS = (
     "random_search",
 )
 TARGETS = ("cpu", "snp")
+#: Keys of Archai's snp ``search.target`` block for its remote benchmark (unused here).
+ARCHAI_TARGET_KEYS = frozenset({"metric_key", "max_retries", "retry_interval", "verbose"})
 IOU = "Partial Training Val. IOU"
 CPU_LATENCY = "CPU ONNX Latency (s)"
 SNP_LATENCY = "SNP Quantized Latency (s)"
 QUANTIZED_IOU = "SNP Quantized Val. IOU"
 DEFAULT_MAX_LATENCY = {"cpu": 0.3, "snp": 0.185}
-MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,47 @@ class SearchConfig:
     max_attempts: int
     timeout_s: float
     quantized_iou: bool = False  # search.target.quantized_iou (snp target only)
+    max_unstable: int = 3
+    unstable_delay_s: float = 30.0
+    outage_patience_s: float = 1800.0
+
+    @property
+    def candidates(self) -> int:
+        """Candidates the whole search proposes (Archai's budget; fewer if the space runs out)."""
+        p = self.params
+        return p.init_num_models + (p.num_iters - 1) * p.max_unseen_population
+
+    def summary(self) -> dict[str, Any]:
+        """What the search will do, JSON-friendly: algorithm, populations, budget, constraints,
+        objectives and the candidates and evaluations to expect (``facenas search validate``)."""
+        populations = asdict(self.params)
+        if self.algorithm != "regularized_evolution":
+            for key in ("pareto_sample_size", "history_size"):
+                populations.pop(key)
+        budget = {**asdict(self.budget), "img_size": list(self.img_size)}
+        return {
+            "algorithm": self.algorithm,
+            "target": self.target,
+            "populations": populations,
+            "budget": budget,
+            "constraints": {
+                "min_parameters": self.min_parameters,
+                "max_parameters": self.max_parameters,
+                "max_latency_s": self.max_latency_s,
+            },
+            "objectives": [
+                {
+                    "name": o.name,
+                    "direction": o.direction.value,
+                    "constraint": o.constraint and list(o.constraint),
+                }
+                for o in self.objectives
+            ],
+            "candidates": self.candidates,
+            # every objective of every candidate; fewer when a constraint rejects one early, it fails,
+            # or the store already holds the result
+            "evaluations": self.candidates * len(self.objectives),
+        }
 
     @property
     def eval_space(self) -> EvalSpace:
@@ -112,12 +160,13 @@ class SearchConfig:
         return tuple(out)
 
 
-def _section(data: Mapping[str, Any], name: str, problems: list[str]) -> Mapping[str, Any]:
+def _section(data: Mapping[str, Any], name: str, problems: list[str], prefix: str = "") -> Mapping[str, Any]:
+    """``data[name]`` as a mapping (empty when absent); a problem naming ``prefix + name`` otherwise."""
     value = data.get(name, {})
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        problems.append(f"{name}: must be a mapping")
+        problems.append(f"{prefix}{name}: must be a mapping")
         return {}
     return value
 
@@ -130,38 +179,52 @@ class _Reader:
 
     def number(self, key: str, default: float, lo: float, hi: float, integer: bool = False) -> Any:
         value = self.data.get(key, default)
-        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+        if isinstance(value, str) and len(value) < 64:  # YAML 1.1 reads "2e-4" as a string
             with contextlib.suppress(ValueError):
                 value = float(value)
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if ok and integer and float(value) != int(value):
-            ok = False
-        if not ok or not lo <= value <= hi:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and isinstance(value, float):
+            ok = math.isfinite(value) and (not integer or value == int(value))
+        if not ok or not lo <= value <= hi:  # compared as given: a huge int never becomes a float
             kind = "an integer" if integer else "a number"
-            self.problems.append(f"{self.prefix}{key}: {value!r} must be {kind} in [{lo:g}, {hi:g}]")
+            self.problems.append(f"{self.prefix}{key}: {brief(value)} must be {kind} in [{lo:g}, {hi:g}]")
             return default
         return int(value) if integer else float(value)
 
-    def unknown(self, known: set[str]) -> None:
-        for key in self.data:
-            if key not in known:
-                self.problems.append(f"{self.prefix}{key}: unknown key (known: {', '.join(sorted(known))})")
+    def unknown(self, known: set[str] | frozenset[str]) -> None:
+        _unknown(self.data, self.prefix, known, self.problems)
+
+
+def _unknown(
+    data: Mapping[str, Any], prefix: str, known: set[str] | frozenset[str], problems: list[str]
+) -> None:
+    """A problem for every key of ``data`` not in ``known``, listing the known ones."""
+    for key in data:
+        if key not in known:
+            problems.append(f"{prefix}{str(key)[:80]}: unknown key (known: {', '.join(sorted(known))})")
 
 
 def parse_search_config(text: str) -> SearchConfig:
-    """Parse and validate YAML/JSON text; every problem is reported at once in a ConfigError."""
-    if len(text.encode()) > MAX_CONFIG_BYTES:
+    """Parse and validate YAML/JSON text; every problem is reported at once in a ConfigError.
+
+    The text is refused before it is parsed when it is over :data:`~facenas.limits.MAX_CONFIG_BYTES`,
+    and before its aliases are expanded when they expand past the YAML limits (see ``facenas.limits``).
+    """
+    if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
         raise ConfigError([f"config: larger than {MAX_CONFIG_BYTES} bytes"])
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError([f"config: not valid YAML/JSON ({err})"]) from err
+        data = load_yaml(text, "config")
+    except InvalidInput as err:
+        raise ConfigError([str(err)]) from None
     if not isinstance(data, Mapping):
         raise ConfigError(["config: top level must be a mapping with a 'search' section"])
     problems: list[str] = []
     search = _section(data, "search", problems)
     if "search" not in data:
         problems.append("search: missing (Archai's search config layout)")
+    _unknown(search, "search.", {"search_space", "algorithm", "target"}, problems)
+    if isinstance(search.get("search_space"), Mapping):  # else _space says what is wrong with it
+        _unknown(search["search_space"], "search.search_space.", {"name", "params"}, problems)
     space = _space(data, problems)
     algorithm, params, max_params = _algorithm(search, problems)
     target, quantized_iou = _target(search, problems)
@@ -178,9 +241,11 @@ def parse_search_config(text: str) -> SearchConfig:
     evaluation = _Reader(_section(data, "evaluation", problems), "evaluation.", problems)
     max_attempts = evaluation.number("max_attempts", 4, 1, 100, integer=True)
     timeout = evaluation.number("timeout_s", 3600, 1, 7 * 86400)
-    evaluation.unknown({"max_attempts", "timeout_s"})
-    unknown_top = [k for k in data if k not in {"search", "training", "constraints", "evaluation", "aml"}]
-    problems.extend(f"{k}: unknown top-level key" for k in unknown_top)
+    max_unstable = evaluation.number("max_unstable", 3, 0, 100, integer=True)
+    unstable_delay = evaluation.number("unstable_delay_s", 30.0, 0, 86400)
+    outage_patience = evaluation.number("outage_patience_s", 1800.0, 0, 7 * 86400)
+    evaluation.unknown({"max_attempts", "timeout_s", "max_unstable", "unstable_delay_s", "outage_patience_s"})
+    _unknown(data, "", {"search", "training", "constraints", "evaluation", "aml"}, problems)
     if problems or space is None:
         raise ConfigError(problems or ["search.search_space: invalid"])
     return SearchConfig(
@@ -197,6 +262,9 @@ def parse_search_config(text: str) -> SearchConfig:
         max_attempts,
         timeout,
         quantized_iou,
+        max_unstable,
+        unstable_delay,
+        outage_patience,
     )
 
 
@@ -210,11 +278,14 @@ def _space(data: Mapping[str, Any], problems: list[str]) -> SearchSpaceParams | 
 
 
 def _algorithm(search: Mapping[str, Any], problems: list[str]) -> tuple[str, AlgorithmParams, float]:
-    block = _section(search, "algorithm", problems)
+    block = _section(search, "algorithm", problems, "search.")
+    _unknown(block, "search.algorithm.", {"name", "params"}, problems)
     name = block.get("name", "evolution_pareto")
     if name not in ALGORITHMS:
-        problems.append(f"search.algorithm.name: {name!r} is not one of {', '.join(ALGORITHMS)}")
-    r = _Reader(_section(block, "params", problems), "search.algorithm.params.", problems)
+        problems.append(f"search.algorithm.name: {brief(name)} is not one of {', '.join(ALGORITHMS)}")
+    r = _Reader(
+        _section(block, "params", problems, "search.algorithm."), "search.algorithm.params.", problems
+    )
     d = AlgorithmParams()
     params = AlgorithmParams(
         num_iters=r.number("num_iters", d.num_iters, 1, 10_000, integer=True),
@@ -235,15 +306,16 @@ def _algorithm(search: Mapping[str, Any], problems: list[str]) -> tuple[str, Alg
 
 
 def _target(search: Mapping[str, Any], problems: list[str]) -> tuple[str, bool]:
-    """The target's name and whether ``quantized_iou`` is on (Archai's other target keys pass through)."""
-    block = _section(search, "target", problems)
+    """The target's name and whether ``quantized_iou`` is on (Archai's remote-benchmark keys are accepted)."""
+    block = _section(search, "target", problems, "search.")
+    _unknown(block, "search.target.", {"name", "quantized_iou", *ARCHAI_TARGET_KEYS}, problems)
     name = block.get("name", "cpu")
     quantized_iou = block.get("quantized_iou", False)
     if not isinstance(quantized_iou, bool):
-        problems.append(f"search.target.quantized_iou: {quantized_iou!r} must be true or false")
+        problems.append(f"search.target.quantized_iou: {brief(quantized_iou)} must be true or false")
         quantized_iou = False
     if name not in TARGETS:
-        problems.append(f"search.target.name: {name!r} is not one of {', '.join(TARGETS)}")
+        problems.append(f"search.target.name: {brief(name)} is not one of {', '.join(TARGETS)}")
         return "cpu", False
     if quantized_iou and name != "snp":
         problems.append(
@@ -278,6 +350,6 @@ def _img_size(
     ok = isinstance(value, list | tuple) and len(value) == 2
     ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 2048 for v in value)
     if not ok:
-        problems.append(f"training.img_size: {value!r} must be [width, height] within [16, 2048]")
+        problems.append(f"training.img_size: {brief(value)} must be [width, height] within [16, 2048]")
         return default
     return (int(value[0]), int(value[1]))

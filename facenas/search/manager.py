@@ -7,21 +7,56 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from facenas.domain import OBJECTIVES, EvalKey, Event, SearchRecord, SearchStatus
+from facenas.domain import (
+    OBJECTIVES,
+    Candidate,
+    EvalKey,
+    Event,
+    IterationRecord,
+    SearchRecord,
+    SearchStatus,
+    budget_key,
+)
 from facenas.errors import Cancelled, ConfigError, FacenasError, InvalidInput, NotFound
+from facenas.limits import MAX_ID_BYTES, MAX_NAME_BYTES, Page, all_pages, check_text
 from facenas.search import metrics
 from facenas.search.config import SearchConfig, parse_search_config
-from facenas.search.dispatch import ReplicaPool
-from facenas.search.engine import SearchRun, Services, SingleFlight
-from facenas.search.snapshot import CandidateState, IterationState, SearchSnapshot
+from facenas.search.engine import SearchRun
+from facenas.search.evaluator import Evaluator
+from facenas.search.history import violation
+from facenas.search.outages import OutagePolicy, Outages
+from facenas.search.patient_store import PatientStore
+from facenas.search.recorder import EventLog
+from facenas.search.snapshot import (
+    CandidateState,
+    IterationState,
+    SearchSnapshot,
+    evaluated_in,
+    latency_quality,
+)
 from facenas.store.base import Store
 
 log = logging.getLogger(__name__)
 
+#: The progress of a search's running evaluations, one dict each (see EvalProgress.to_dict).
+LiveProgress = list[dict[str, object]]
+
+_END_EVENT = {
+    SearchStatus.COMPLETED: "completed",
+    SearchStatus.CANCELLED: "cancelled",
+    SearchStatus.FAILED: "failed",
+}
+
 _SEARCH_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+#: the candidates an ambiguous archid prefix's error names
+MAX_AMBIGUOUS_SHOWN = 10
+
+#: why a run stopped, as its ``cancelled`` / ``interrupted`` event says
+USER_CANCEL = "cancelled by a user request"
+SHUTDOWN = "searcher shutting down; the search's jobs keep running on the workers"
 
 
 @dataclass(frozen=True)
@@ -31,30 +66,61 @@ class SearchSummaryData:
     evaluations_done: int
     candidates: int
     hypervolume: float
+    waiting: str = ""  # e.g. "waiting for latency_cpu (35 s: ...)" while an outage pauses the search
+    cache_hits: int = 0  # evaluations taken from the store's cache instead of run (see cache_hits())
 
 
 class _Running:
     def __init__(self, thread: threading.Thread, stop: threading.Event) -> None:
         self.thread = thread
         self.stop = stop
-        self.user_cancelled = False
+        self.cancelled: dict[str, object] | None = None  # a user cancelled it: the event's payload
+        self.run: SearchRun | None = None
+        self.outcome: tuple[SearchStatus, str] | None = None  # reached; written to the store when settled
+        self.settled = False  # the outcome landed (or there is none: a stopping searcher left it running)
 
 
 class SearchManager:
-    """Starts, cancels, resumes and reports searches; the store is the source of truth."""
+    """Starts, cancels, resumes and reports searches; the store is the source of truth.
 
-    def __init__(self, store: Store, pools: Mapping[str, ReplicaPool]) -> None:
+    Runs write through a :class:`PatientStore`: an outage of the store pauses them (``waiting for
+    store``) for up to ``patience.patience_s`` instead of failing them. A supervisor thread watches the
+    runs: the final status of a run that could not write it (the store was out) is written when the store
+    is back, and a run thread that died without one is failed with the reason -- a search never stays
+    "running" without a live run. Queries (summary, snapshot, watch) read the store directly and fail
+    fast while it is out.
+
+    ``watch`` interleaves the stored events with unstored ``progress`` events (``seq`` 0): every
+    ``progress_interval_s`` while an evaluation's progress changes, and at least every ``heartbeat_s``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        evaluators: Mapping[str, Evaluator],
+        progress_interval_s: float = 1.0,
+        heartbeat_s: float = 10.0,
+        patience: OutagePolicy | None = None,
+        supervise_s: float = 2.0,
+    ) -> None:
         self.store = store
-        self.services = Services(store, pools, SingleFlight())
+        self.evaluators = evaluators
+        self.progress_interval_s = progress_interval_s
+        self.heartbeat_s = heartbeat_s
+        self.outages = Outages()
+        self._closing = threading.Event()
+        self.durable = PatientStore(store, patience, self.outages, self._closing)
+        self.supervise_s = supervise_s
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
 
     # --- commands ----------------------------------------------------------------------------------
 
     def validate(self, config_text: str) -> SearchConfig:
         """Parse a config and check this searcher has a service for every objective."""
         config = parse_search_config(config_text)
-        missing = sorted({OBJECTIVES[o.name].service for o in config.objectives} - set(self.services.pools))
+        missing = sorted({OBJECTIVES[o.name].service for o in config.objectives} - set(self.evaluators))
         if missing:
             raise ConfigError(
                 [
@@ -66,26 +132,40 @@ class SearchManager:
 
     def start(self, config_text: str, name: str = "", search_id: str = "") -> SearchRecord:
         config = self.validate(config_text)
+        check_text(name, "name", MAX_NAME_BYTES)
         search_id = search_id or uuid.uuid4().hex[:16]
         if not (1 <= len(search_id) <= 64 and set(search_id) <= _SEARCH_ID_CHARS):
             raise InvalidInput(f"search_id: {search_id!r} must be 1-64 characters of a-z, 0-9, '-' and '_'")
         record = self.store.create_search(search_id, name or search_id, config_text)
-        if record.status == SearchStatus.PENDING:
-            self._launch(search_id, config)
+        if not record.status.finished and not self._is_running(search_id):
+            # new, or a repeated start whose first try was cut off after the search began
+            self._launch(search_id, config, resumed=record.status == SearchStatus.RUNNING)
         return self.store.get_search(search_id)
 
-    def cancel(self, search_id: str) -> SearchRecord:
+    def cancel(self, search_id: str, requested_by: str = "") -> SearchRecord:
+        """Stop the search and cancel its jobs on every worker -- also jobs a crashed searcher left.
+
+        Its ``cancelled`` event says it was a user's request, and whose (``requested_by``: the caller's
+        address, when the API knows it)."""
         record = self.store.get_search(search_id)
+        payload: dict[str, object] = {"reason": USER_CANCEL}
+        if requested_by:
+            payload["requested_by"] = requested_by
         with self._lock:
             running = self._running.get(search_id)
-        if running is not None and running.thread.is_alive():
-            running.user_cancelled = True
+        alive = running is not None and running.thread.is_alive()
+        if running is not None and alive:
+            running.cancelled = payload
             running.stop.set()
+        if not record.status.finished:
+            for evaluator in self.evaluators.values():
+                evaluator.cancel(search_id)
+        if running is not None and alive:
             running.thread.join(timeout=30)
         record = self.store.get_search(search_id)
         if not record.status.finished:
             record = self.store.set_search_status(search_id, SearchStatus.CANCELLED)
-            self._event(search_id, "cancelled", {})
+            self._event(search_id, "cancelled", payload)
         return record
 
     def resume(self, search_id: str) -> SearchRecord:
@@ -101,16 +181,44 @@ class SearchManager:
         return self.store.get_search(search_id)
 
     def resume_interrupted(self) -> list[str]:
-        """Resume every search the store says is running (used at start-up with --auto-resume)."""
+        """Resume every search the store says is running (used at start-up with --auto-resume); waits out
+        a store outage like a run does."""
         resumed = []
-        for record in self.store.list_searches():
+        for record in self.durable.list_searches():
             if record.status in (SearchStatus.RUNNING, SearchStatus.PENDING):
-                self.resume(record.search_id)
+                try:
+                    self.resume(record.search_id)
+                except InvalidInput as err:  # e.g. a config stored before a limit it now breaks
+                    log.warning(
+                        "search not resumed", extra={"search_id": record.search_id, "error": str(err)}
+                    )
+                    self.store.set_search_status(
+                        record.search_id, SearchStatus.FAILED, f"cannot resume: {err}"
+                    )
+                    continue
                 resumed.append(record.search_id)
         return resumed
 
+    def resume_interrupted_in_background(self) -> threading.Thread:
+        """:meth:`resume_interrupted` without holding up the server's start (the store may be out)."""
+
+        def resume() -> None:
+            try:
+                found = self.resume_interrupted()
+                log.info("searches resumed", extra={"searches": found})
+            except Cancelled:
+                return
+            except FacenasError as err:
+                log.error("auto-resume failed", extra={"error": str(err)})
+
+        thread = threading.Thread(target=resume, name="auto-resume", daemon=True)
+        thread.start()
+        return thread
+
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop every run; they stay RUNNING in the store so that ``resume`` picks them up."""
+        """Stop every run; they stay RUNNING in the store so that ``resume`` picks them up, and their
+        jobs keep running on the workers so that the resumed runs join them."""
+        self._closing.set()
         with self._lock:
             runs = list(self._running.values())
         for running in runs:
@@ -124,48 +232,100 @@ class SearchManager:
             target=self._run, args=(search_id, config, stop, resumed), name=f"search-{search_id}", daemon=True
         )
         running = _Running(thread, stop)
+        self.store.set_search_status(search_id, SearchStatus.RUNNING)  # raises: nothing was started
         with self._lock:
             self._running[search_id] = running
-        self.store.set_search_status(search_id, SearchStatus.RUNNING)
-        thread.start()
+            thread.start()
+            if self._supervisor is None:
+                self._supervisor = threading.Thread(
+                    target=self._supervise, name="search-supervisor", daemon=True
+                )
+                self._supervisor.start()
 
     def _run(self, search_id: str, config: SearchConfig, stop: threading.Event, resumed: bool) -> None:
-        self._event(search_id, "resumed" if resumed else "started", {"algorithm": config.algorithm})
+        with self._lock:
+            running = self._running[search_id]
+        try:
+            running.outcome = self._execute(search_id, config, stop, resumed, running)
+        except BaseException as err:
+            log.exception("search run died", extra={"search_id": search_id})
+            running.outcome = (SearchStatus.FAILED, f"the search's run died: {type(err).__name__}: {err}")
+        self._settle(search_id, running)
+
+    def _execute(
+        self, search_id: str, config: SearchConfig, stop: threading.Event, resumed: bool, running: _Running
+    ) -> tuple[SearchStatus, str] | None:
+        """Run the search; the status it ended in (None: interrupted, it stays running to be resumed)."""
+        events = EventLog(self.durable, search_id)
         metrics.LAST_PROGRESS.labels(search_id).set(time.time())
         metrics.RUNNING.inc()
         try:
-            SearchRun(search_id, config, self.services, stop).run()
-        except Cancelled:
-            with self._lock:
-                user = self._running[search_id].user_cancelled
-            if user:
-                self.store.set_search_status(search_id, SearchStatus.CANCELLED)
-                self._event(search_id, "cancelled", {})
-            else:
-                self._event(search_id, "interrupted", {"reason": "searcher shutting down"})
-            return
+            events("resumed" if resumed else "started", {"algorithm": config.algorithm})
+            run = SearchRun(search_id, config, self.durable, self.evaluators, stop, self.outages)
+            running.run = run
+            run.run()
+        except Cancelled as err:
+            if running.cancelled is not None:
+                return SearchStatus.CANCELLED, ""
+            if self._closing.is_set():
+                return None
+            # neither a user nor the shutdown stopped it (a dependency cancelled a call): no run is left
+            log.warning("search stopped unasked", extra={"search_id": search_id, "error": str(err)})
+            return SearchStatus.FAILED, f"the search's run was stopped unasked: {err}"
         except FacenasError as err:
             log.warning("search failed", extra={"search_id": search_id, "error": str(err)})
-            self.store.set_search_status(search_id, SearchStatus.FAILED, str(err))
-            self._event(search_id, "failed", {"error": str(err)})
-            return
+            return SearchStatus.FAILED, str(err)
         except Exception as err:
             log.exception("search crashed", extra={"search_id": search_id})
-            self.store.set_search_status(search_id, SearchStatus.FAILED, f"{type(err).__name__}: {err}")
-            self._event(search_id, "failed", {"error": f"{type(err).__name__}: {err}"})
-            return
+            return SearchStatus.FAILED, f"{type(err).__name__}: {err}"
         finally:
             metrics.RUNNING.dec()
             with contextlib.suppress(KeyError):
                 metrics.LAST_PROGRESS.remove(search_id)
-        self.store.set_search_status(search_id, SearchStatus.COMPLETED)
-        self._event(search_id, "completed", {})
+        return SearchStatus.COMPLETED, ""
+
+    def _settle(self, search_id: str, running: _Running) -> None:
+        """Write the run's outcome (waiting out a store outage); the supervisor retries what did not land."""
+        outcome = running.outcome
+        if outcome is None:
+            self._event(search_id, "interrupted", {"reason": SHUTDOWN})
+            running.settled = True
+            return
+        status, error = outcome
+        try:
+            self.durable.set_search_status(search_id, status, error)
+        except FacenasError as err:  # Cancelled (shutting down) or the store stayed out: retried later
+            log.warning("search status not written yet", extra={"search_id": search_id, "error": str(err)})
+            return
+        payload: dict[str, object] = {"error": error} if error else {}
+        if status == SearchStatus.CANCELLED:
+            payload.update(running.cancelled or {})
+        with contextlib.suppress(Cancelled):  # the searcher is stopping: the status has landed
+            EventLog(self.durable, search_id)(_END_EVENT[status], payload)
+        running.settled = True
+
+    def _supervise(self) -> None:
+        """Every ``supervise_s``: settle runs whose thread ended without writing their outcome."""
+        while not self._closing.wait(self.supervise_s):
+            with self._lock:
+                ended = [
+                    (sid, r) for sid, r in self._running.items() if not r.settled and not r.thread.is_alive()
+                ]
+            for search_id, running in ended:
+                if running.outcome is None and not running.stop.is_set():
+                    running.outcome = (
+                        SearchStatus.FAILED,
+                        "the search's run thread ended without an outcome",
+                    )
+                try:
+                    self.store.get_search(search_id)  # cheap probe: settle only once the store answers
+                except FacenasError:
+                    continue
+                self._settle(search_id, running)
 
     def _event(self, search_id: str, kind: str, payload: dict[str, object]) -> None:
-        try:
-            self.store.append_event(search_id, kind, payload)
-        except FacenasError as err:
-            log.warning("event not recorded", extra={"kind": kind, "error": str(err)})
+        """Log an event now, through the plain store (the searcher's commands do not wait out outages)."""
+        EventLog(self.store, search_id)(kind, payload)
 
     # --- queries -----------------------------------------------------------------------------------
 
@@ -175,15 +335,55 @@ class SearchManager:
         snapshot = self.snapshot(search_id)
         evaluated = sum(1 for c in snapshot.candidates if c.complete(snapshot.objectives))
         hv = iterations[-1].hypervolume if iterations else 0.0
-        return SearchSummaryData(record, len(iterations), evaluated, len(snapshot.candidates), hv)
+        waiting = self.waiting(search_id) if self._is_running(search_id) else ""
+        hits = self.cache_hits(search_id, iterations[-1] if iterations else None)
+        return SearchSummaryData(
+            record, len(iterations), evaluated, len(snapshot.candidates), hv, waiting, hits
+        )
+
+    def cache_hits(self, search_id: str, last: IterationRecord | None) -> int:
+        """Evaluations the search took from the store's cache: its run's count while it runs here, else
+        the count in its last iteration record (``last``; hits after it are not counted until a resumed
+        run counts them again from the event log)."""
+        recorded = int(last.state.get("cache_hits") or 0) if last is not None else 0
+        with self._lock:
+            running = self._running.get(search_id)
+        run = running.run if running is not None and running.thread.is_alive() else None
+        return max(recorded, run.cache_hits if run is not None else 0)
+
+    def waiting(self, search_id: str) -> str:
+        """What a running search waits for now (``""`` when nothing): the store, or one of its services."""
+        with self._lock:
+            running = self._running.get(search_id)
+        run = running.run if running is not None else None
+        used = {"store"} | ({OBJECTIVES[o.name].service for o in run.config.objectives} if run else set())
+        return "; ".join(o.describe() for o in self.outages.current() if o.dependency in used)
 
     def list(self) -> list[SearchSummaryData]:
-        return [self.summary(r.search_id) for r in self.store.list_searches()]
+        return all_pages(lambda token: self.list_page(0, token))
+
+    def list_page(self, page_size: int = 0, page_token: str = "") -> Page[SearchSummaryData]:
+        """A page of searches, oldest first (pages as the store's); a search whose stored config does not
+        parse is listed with its record alone rather than failing the list."""
+        page = self.store.list_searches_page(page_size, page_token)
+        return Page([self._listed(r) for r in page.items], page.next_page_token)
+
+    def _listed(self, record: SearchRecord) -> SearchSummaryData:
+        try:
+            return self.summary(record.search_id)
+        except InvalidInput as err:
+            log.warning(
+                "search listed without a summary", extra={"search_id": record.search_id, "error": str(err)}
+            )
+            return SearchSummaryData(record, 0, 0, 0, 0.0)
 
     def watch(self, search_id: str, after_seq: int, alive: threading.Event | None = None) -> Iterator[Event]:
-        """Events after ``after_seq`` until the search has finished and its log is drained."""
+        """Events after ``after_seq`` until the search has finished and its log is drained, with the
+        unstored ``progress`` events of its running evaluations."""
         self.store.get_search(search_id)
         seq = after_seq
+        last_live: LiveProgress | None = None
+        last_sent = 0.0
         while alive is None or not alive.is_set():
             events = self.store.list_events(search_id, seq, 500)
             yield from events
@@ -193,7 +393,20 @@ class SearchManager:
             finished = self.store.get_search(search_id).status.finished and not self._is_running(search_id)
             if finished and not self.store.list_events(search_id, seq, 1):
                 return
+            live = self.live(search_id)
+            wait = self.progress_interval_s if live != last_live else self.heartbeat_s
+            if time.monotonic() - last_sent >= wait:
+                yield Event(search_id, 0, "progress", {"running": live})
+                last_live, last_sent = live, time.monotonic()
             threading.Event().wait(0.25)
+
+    def live(self, search_id: str) -> LiveProgress:
+        """Progress of the search's evaluations in flight in this searcher (empty when none)."""
+        with self._lock:
+            running = self._running.get(search_id)
+        if running is None or running.run is None or not running.thread.is_alive():
+            return []
+        return list(running.run.live())
 
     def _is_running(self, search_id: str) -> bool:
         with self._lock:
@@ -201,55 +414,85 @@ class SearchManager:
         return running is not None and running.thread.is_alive()
 
     def snapshot(self, search_id: str) -> SearchSnapshot:
-        """The search as the store holds it: candidates with their values, iterations."""
+        """The search as the store holds it: candidates with their values, iterations. The records are
+        read first: every candidate one counts is then read with the values its front used."""
         record = self.store.get_search(search_id)
+        records = self.store.list_iterations(search_id)
         config = parse_search_config(record.config)
-        events = self.store.list_events(search_id, 0, 100_000)
-        targets: dict[str, str] = {}
-        failed: dict[str, str] = {}
-        for event in events:
-            if event.kind == "targets":
-                targets = dict(event.payload.get("targets", {}))
-            elif event.kind == "evaluation_failed":
-                failed[str(event.payload.get("archid"))] = str(event.payload.get("error"))
-        candidates = self.store.list_candidates(search_id)
-        run = SearchRun(search_id, config, self.services, threading.Event())
-        run.targets = targets
+        states = self._states(search_id, config, self.store.list_candidates(search_id), records)
+        iterations = tuple(
+            IterationState(i.iteration, i.pareto, i.hypervolume, i.walltime_s) for i in records
+        )
+        return SearchSnapshot(search_id, record.name, config.objectives, states, iterations)
+
+    def _states(
+        self,
+        search_id: str,
+        config: SearchConfig,
+        candidates: Sequence[Candidate],
+        records: Sequence[IterationRecord],
+    ) -> tuple[CandidateState, ...]:
+        """``candidates`` of the search with their stored values, feasibility and failures, each in the
+        first iteration whose front counted it (``records``)."""
+        targets = self.store.get_targets(search_id)
+        failed = {f.archid: f.reason for f in self.store.list_failures(search_id)}
         keys: dict[EvalKey, tuple[str, str]] = {}
-        if targets:
-            for c in candidates:
-                for o in config.objectives:
-                    if o.name in targets:
-                        keys[run.key(c.archid, o.name)] = (c.archid, o.name)
+        for c in candidates:
+            for o in config.objectives:
+                if o.name in targets:
+                    budget = budget_key(o.name, config.budget, config.img_size)
+                    keys[EvalKey(c.archid, o.name, budget, targets[o.name], c.model)] = (c.archid, o.name)
         values: dict[str, dict[str, float]] = {c.archid: {} for c in candidates}
+        cvs: dict[str, dict[str, float]] = {c.archid: {} for c in candidates}
+        stables: dict[str, dict[str, bool]] = {c.archid: {} for c in candidates}
         for key, evaluation in self.store.get_evaluations(list(keys)).items():
             archid, objective = keys[key]
             values[archid][objective] = evaluation.value
-        states = []
-        for c in candidates:
-            arch = self.store.get_arch(c.archid)
-            run.values[c.archid] = values[c.archid]
-            feasible = not run.check_constraints(c.archid)
-            states.append(
-                CandidateState(
-                    c.archid,
-                    c.iteration,
-                    c.parents,
-                    arch.params,
-                    arch.document,
-                    values[c.archid],
-                    feasible,
-                    failed.get(c.archid, ""),
-                )
+            cv, stable = latency_quality(evaluation.details)
+            if cv is not None:
+                cvs[archid][objective] = cv
+            if stable is not None:
+                stables[archid][objective] = stable
+        iteration = evaluated_in({c.archid: c.iteration for c in candidates}, records)
+        return tuple(
+            CandidateState(
+                c.archid,
+                iteration[c.archid],
+                c.parents,
+                c.params,
+                c.document,
+                values[c.archid],
+                not violation(values[c.archid], config.objectives),
+                failed.get(c.archid, ""),
+                cvs[c.archid],
+                stables[c.archid],
             )
-        iterations = tuple(
-            IterationState(i.iteration, i.pareto, i.hypervolume, i.walltime_s)
-            for i in self.store.list_iterations(search_id)
+            for c in candidates
         )
-        return SearchSnapshot(search_id, record.name, config.objectives, tuple(states), iterations)
 
     def get_candidate(self, search_id: str, archid: str) -> CandidateState:
-        for candidate in self.snapshot(search_id).candidates:
-            if candidate.archid == archid:
-                return candidate
-        raise NotFound(f"architecture {archid} is not part of search {search_id}")
+        """One candidate of a search by its archid or a unique prefix of it (as git takes a short hash):
+        NotFound when no candidate's archid starts with it, InvalidInput naming the candidates when
+        several do. The store looks the prefix up; the search is not loaded whole."""
+        check_text(archid, "archid", MAX_ID_BYTES)
+        if not archid:
+            raise InvalidInput("archid: give an architecture id, or the first characters of one")
+        record = self.store.get_search(search_id)
+        found = self.store.list_candidates_page(search_id, MAX_AMBIGUOUS_SHOWN + 1, "", archid).items
+        exact = [c for c in found if c.archid == archid]
+        if not found:
+            raise NotFound(f"no architecture of search {search_id} has an archid starting with {archid!r}")
+        if len(found) > 1 and not exact:
+            shown = ", ".join(c.archid for c in found[:MAX_AMBIGUOUS_SHOWN])
+            more = " and more" if len(found) > MAX_AMBIGUOUS_SHOWN else ""
+            raise InvalidInput(
+                f"archid prefix {archid!r} is ambiguous in search {search_id}: it starts {shown}{more}; "
+                "give more characters"
+            )
+        (state,) = self._states(
+            search_id,
+            parse_search_config(record.config),
+            (exact or found)[:1],
+            self.store.list_iterations(search_id),
+        )
+        return state

@@ -36,3 +36,14 @@ REPLICA_CAPACITY = Gauge("facenas_replica_capacity", "Evaluation slots of a repl
 PENDING = Gauge(
     "facenas_search_pending_evaluations", "Evaluations waiting for a free replica slot.", ["service"]
 )
+REATTACHES = Counter(
+    "facenas_search_job_reattaches",
+    "Job streams re-opened after they broke or went silent (the job kept running on its worker).",
+    ["service"],
+)
+WAITING = Gauge(
+    "facenas_search_waiting",
+    "1 while the searcher waits for a dependency that does not answer (the store, or every replica of a "
+    "service); searches pause meanwhile.",
+    ["dependency"],
+)

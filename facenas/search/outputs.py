@@ -4,7 +4,12 @@ Files written into ``out_dir`` (all overwritten on every call, so the function i
 
 * ``search_state_{k}.csv`` for every iteration k: Archai's columns (``archid``, one per objective,
   ``parent``, ``parents``, ``iteration_num``, ``search_walltime_hours``, ``is_pareto``) then ours
-  (``params``, ``feasible``, ``failed``); one row per candidate proposed in iterations <= k.
+  (``params``, ``feasible``, ``failed``); one row per candidate that had finished when iteration k was
+  recorded (``iteration_num`` <= k, see :func:`~facenas.search.snapshot.evaluated_in`). ``is_pareto``
+  marks k's front, which was computed over exactly the complete rows (feasible, not failed, every
+  objective measured), so the flagged rows are the non-dominated ones among them.
+  Each latency objective (unit ``s``) then has ``<objective> cv`` and ``<objective> stable``: the kept
+  measurement's coefficient of variation and stability verdict (empty where the backend reports none).
 * ``pareto_models_iter_{k}/<archid>.json``: the arch document of each member of iteration k's front.
 * ``pareto_<A>_vs_<B>.png`` for every objective pair, A before B in the snapshot's order (A on x).
 * ``hypervolume.csv`` and ``hypervolume.png``: the recorded hypervolume per iteration.
@@ -63,11 +68,25 @@ def pareto_plot_name(x_name: str, y_name: str) -> str:
 
 def search_state_header(objectives: Sequence[ObjectiveInfo]) -> list[str]:
     """``archid``, the objective names, the rest of Archai's columns, then ours."""
-    return [ARCHAI_COLUMNS[0], *(o.name for o in objectives), *ARCHAI_COLUMNS[1:], *EXTRA_COLUMNS]
+    quality = [f"{o.name} {column}" for o in _latencies(objectives) for column in ("cv", "stable")]
+    return [ARCHAI_COLUMNS[0], *(o.name for o in objectives), *ARCHAI_COLUMNS[1:], *EXTRA_COLUMNS, *quality]
+
+
+def _latencies(objectives: Sequence[ObjectiveInfo]) -> list[ObjectiveInfo]:
+    """The latency objectives (in seconds), whose CSV columns include the measurement's cv and stable."""
+    return [o for o in objectives if o.unit == "s"]
+
+
+def _quality_cells(c: CandidateState, objectives: Sequence[ObjectiveInfo]) -> list[str]:
+    cells = []
+    for o in _latencies(objectives):
+        stable = c.stable.get(o.name)
+        cells += [_fmt(c.cv.get(o.name)), "" if stable is None else str(stable)]
+    return cells
 
 
 def write_search_state(snapshot: SearchSnapshot, it: IterationState, path: Path) -> Path:
-    """The whole history up to iteration ``it`` with its Pareto flags."""
+    """Every candidate evaluated by iteration ``it`` with its Pareto flags."""
     walltime = {i.iteration: i.walltime_s for i in snapshot.iterations}
     pareto = set(it.pareto)
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -88,7 +107,7 @@ def _state_row(
     hours = _fmt(None if walltime_s is None else walltime_s / 3600)
     parent = c.parents[0] if c.parents else ""
     flags = [c.archid, *values, parent, ",".join(c.parents), str(c.iteration), hours, str(is_pareto)]
-    return [*flags, str(c.params), str(c.feasible), c.failed]
+    return [*flags, str(c.params), str(c.feasible), c.failed, *_quality_cells(c, objectives)]
 
 
 def _fmt(value: float | None) -> str:

@@ -16,6 +16,8 @@ def summary_to_proto(s: SearchSummaryData) -> searcher_pb2.SearchSummary:
         evaluations_done=s.evaluations_done,
         candidates=s.candidates,
         hypervolume=s.hypervolume,
+        waiting=s.waiting,
+        cache_hits=s.cache_hits,
     )
 
 
@@ -51,6 +53,8 @@ def snapshot_to_proto(s: SearchSnapshot) -> searcher_pb2.SearchExport:
                 values=dict(c.values),
                 feasible=c.feasible,
                 failed=c.failed,
+                cv=dict(c.cv),
+                stable=dict(c.stable),
             )
             for c in s.candidates
         ],
@@ -81,6 +85,8 @@ def snapshot_from_proto(m: searcher_pb2.SearchExport) -> SearchSnapshot:
                 dict(c.values),
                 c.feasible,
                 c.failed,
+                dict(c.cv),
+                dict(c.stable),
             )
             for c in m.candidates
         ),

@@ -27,19 +27,29 @@ from typing import Any, Protocol
 import numpy as np
 
 from facenas.domain import Budget, EvalSpace
-from facenas.errors import InvalidInput, MeasurementError, Unavailable
+from facenas.errors import ArchNotEvaluable, InvalidInput, MeasurementError, Unavailable
 from facenas.latency.quantized import CalibrationCache, FloatArray
 from facenas.model.export import OnnxExport
 from facenas.pipeline import arch_to_onnx
 from facenas.snp.process import ToolTimeout, run_tool
 from facenas.space.hgnet import Arch
-from facenas.workers.base import CheckAlive, EvaluationBackend, Measurement, TargetInfo, space_params_for
+from facenas.workers.base import (
+    CheckAlive,
+    EvaluationBackend,
+    Measurement,
+    TargetInfo,
+    Work,
+    space_params_for,
+)
 
 OBJECTIVE = "SNP Quantized Latency (s)"
 BACKEND = "qai-hub"
 BRIDGE = Path(__file__).with_name("aihub_bridge.py")
 DEFAULT_RUNTIME = "qnn_dlc"
 INSTALL_HINT = "pip install qai-hub into a separate venv (see docs/aihub.md)"
+#: AI Hub jobs whose failure is the model's: it will not quantize or compile for this target, on any
+#: replica. A failed profile job may be the hosted device's, and stays a MeasurementError.
+MODEL_STAGES = ("quantize", "compile")
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +130,7 @@ class AiHubBackend(EvaluationBackend):
         profile_options: str = "",
         runner: Runner = run_bridge,
         env: Mapping[str, str] | None = None,
+        data_cache: str = "auto",
     ):
         """``python``: interpreter of the qai-hub venv; ``device``: an AI Hub device name;
         ``timeout_s``: limit of one evaluation (quantize, compile and profile jobs together);
@@ -151,7 +162,7 @@ class AiHubBackend(EvaluationBackend):
         self.profile_options = profile_options.strip()
         self.runner = runner
         self.env = dict(env) if env is not None else bridge_env()
-        self._calibration = CalibrationCache(self.dataset_dir, calibration_images)
+        self._calibration = CalibrationCache(self.dataset_dir, calibration_images, data_cache)
 
     # ------------------------------------------------------------------------------------ contract
 
@@ -171,13 +182,14 @@ class AiHubBackend(EvaluationBackend):
         )
 
     def evaluate(
-        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, check_alive: CheckAlive
+        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, work: Work
     ) -> Measurement:
         self.check_objective(objective)
+        work.report("export")
         calibration = self._calibration.get(space.img_size)
-        check_alive()
         export = arch_to_onnx(arch, space_params_for(space), space.img_size)
-        check_alive()
+        work.report("aihub")
+        check_alive = work.check_alive
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="facenas-aihub-") as tmp:
             request = self._profile_request(Path(tmp), export, calibration, f"facenas {arch.archid[:12]}")
@@ -306,6 +318,8 @@ class AiHubBackend(EvaluationBackend):
             return Unavailable(f"{where}: timed out after {self.timeout_s:g} s: {message}")
         if kind == "internal":
             return Unavailable(f"{where}: AI Hub or network failure, retry later: {message}")
+        if kind == "job_failed" and response.get("failed_stage") in MODEL_STAGES:
+            return ArchNotEvaluable(f"{where}: {message}")
         if kind == "job_failed":
             return MeasurementError(f"{where}: {message}")
         if kind == "invalid":

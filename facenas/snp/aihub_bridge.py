@@ -16,9 +16,10 @@ Requests::
 Responses: ``{"ok": true, ...}`` (for profile: ``estimated_inference_time_us``, the three job ids,
 ``device``, ``qai_hub_version``) or ``{"ok": false, "kind": KIND, "message": ...}`` where KIND is one of
 ``auth`` (no or rejected API token), ``device`` (unknown device name), ``job_failed`` (an AI Hub job
-failed; ``message`` is AI Hub's reason), ``timeout`` (the jobs did not finish within ``timeout_s``),
-``invalid`` (a malformed request, or AI Hub rejected the input), ``not_installed`` (no qai-hub in this
-interpreter) and ``internal`` (AI Hub or network failure, or a bug here).
+failed; ``message`` is AI Hub's reason, ``failed_stage`` which job: quantize, compile or profile),
+``timeout`` (the jobs did not finish within ``timeout_s``), ``invalid`` (a malformed request, or AI Hub
+rejected the input), ``not_installed`` (no qai-hub in this interpreter) and ``internal`` (AI Hub or
+network failure, or a bug here).
 
 Int8: the float ONNX model is quantized by an AI Hub **quantize job** (``submit_quantize_job``, weights
 and activations INT8, i.e. w8a8 like SNPE's 8-bit DLCs), calibrated with the dataset images sent in the

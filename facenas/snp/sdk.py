@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from facenas.errors import InvalidInput, MeasurementError
+from facenas.errors import ArchNotEvaluable, InvalidInput, MeasurementError, Unavailable
 from facenas.snp.process import ToolError, ToolResult, run_tool
 
 HOST_ARCH = "x86_64-linux-clang"
@@ -34,8 +34,18 @@ _SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 CheckAlive = Callable[[], None]
 
 
-class ConversionError(MeasurementError):
-    """snpe-onnx-to-dlc rejected the model (an op or shape SNPE does not support)."""
+#: Output of a host tool that failed to run at all (a broken SDK install, no memory), whatever the model.
+_NOT_THE_MODEL = re.compile(
+    r"No module named|ModuleNotFoundError|ImportError|error while loading shared libraries|"
+    r"command not found|Permission denied|MemoryError|out of memory|No space left on device",
+    re.IGNORECASE,
+)
+
+
+class ConversionError(ArchNotEvaluable):
+    """An SNPE host tool rejected the model: snpe-onnx-to-dlc (an op or shape SNPE does not support) or
+    the quantizer. A tool that could not run (killed, timed out, broken install) is a ToolError instead,
+    and one that is missing is Unavailable."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,14 @@ class SnpeSdk:
             if found:
                 return found
         raise InvalidInput(f"neither of {', '.join(QUANTIZERS)} is on PATH or in {self.root}/bin/{HOST_ARCH}")
+
+    def step_tool(self, name: str) -> str:
+        """:meth:`tool` (or :attr:`quantizer` for ``"quantizer"``) for a pipeline step: a tool gone since
+        :meth:`check` passed at start-up is this replica's problem (Unavailable), not the request's."""
+        try:
+            return self.quantizer if name == "quantizer" else self.tool(name)
+        except InvalidInput as err:
+            raise Unavailable(str(err)) from err
 
     def device_files(self, hexagon_arch: str | None) -> dict[str, list[Path]]:
         """Files to push to a board, by device sub-directory (bin, lib, dsp); InvalidInput if absent."""
@@ -141,7 +159,7 @@ class SnpeSdk:
     ) -> ToolResult:
         """ONNX -> float DLC; ConversionError with the converter's message when it fails."""
         args = [
-            self.tool("snpe-onnx-to-dlc"),
+            self.step_tool("snpe-onnx-to-dlc"),
             "--input_network", str(onnx_path),
             "--output_path", str(dlc_path),
             "--input_dim", input_name, ",".join(str(d) for d in input_shape),
@@ -151,7 +169,8 @@ class SnpeSdk:
         result = run_tool(args, self.timeouts.convert, check_alive)
         ok = result.returncode == 0 and "Conversion completed successfully" in result.stdout + result.stderr
         if not ok or not dlc_path.is_file():
-            raise ConversionError(f"snpe-onnx-to-dlc failed (exit {result.returncode}): {result.output_tail}")
+            message = f"snpe-onnx-to-dlc failed (exit {result.returncode}): {result.output_tail}"
+            raise ConversionError(message) if rejected_model(result) else ToolError(message, result)
         return result
 
     def quantize(
@@ -162,23 +181,25 @@ class SnpeSdk:
         enhanced: bool = True,
         check_alive: CheckAlive | None = None,
     ) -> ToolResult:
-        """Float DLC -> 8-bit DLC, calibrated on the raw files listed in ``input_list``."""
+        """Float DLC -> 8-bit DLC, calibrated on the raw files listed in ``input_list``; ConversionError
+        when the quantizer rejects the model."""
         args = [
-            self.quantizer,
+            self.step_tool("quantizer"),
             "--input_dlc", str(dlc_path),
             "--input_list", str(input_list),
             "--output_dlc", str(output_path),
         ]  # fmt: skip
         if enhanced:
             args.append("--use_enhanced_quantizer")
-        return _checked(run_tool(args, self.timeouts.quantize, check_alive), output_path, "quantization")
+        result = run_tool(args, self.timeouts.quantize, check_alive)
+        return _checked(result, output_path, "quantization", model_step=True)
 
     def graph_prepare(
         self, dlc_path: Path, output_path: Path, soc: str, check_alive: CheckAlive | None = None
     ) -> ToolResult:
         """Add an offline HTP graph cache for ``soc`` (e.g. ``sm8350``) to a quantized DLC."""
         args = [
-            self.tool("snpe-dlc-graph-prepare"),
+            self.step_tool("snpe-dlc-graph-prepare"),
             "--input_dlc", str(dlc_path),
             "--output_dlc", str(output_path),
             "--htp_socs", soc.lower(),
@@ -187,14 +208,14 @@ class SnpeSdk:
 
     def info(self, dlc_path: Path) -> DlcInfo:
         """Parameters and MACs per inference of a DLC."""
-        result = run_tool([self.tool("snpe-dlc-info"), "-i", str(dlc_path)], self.timeouts.info)
+        result = run_tool([self.step_tool("snpe-dlc-info"), "-i", str(dlc_path)], self.timeouts.info)
         if result.returncode != 0:
             raise ToolError(f"snpe-dlc-info failed (exit {result.returncode}): {result.output_tail}", result)
         return parse_dlc_info(result.stdout)
 
     def diagview(self, log_path: Path, csv_path: Path) -> float:
         """Average total inference time (microseconds) recorded in an ``SNPEDiag_N.log``."""
-        args = [self.tool("snpe-diagview"), "--input_log", str(log_path), "--output", str(csv_path)]
+        args = [self.step_tool("snpe-diagview"), "--input_log", str(log_path), "--output", str(csv_path)]
         _checked(run_tool(args, self.timeouts.diagview), csv_path, "snpe-diagview")
         return parse_diag_csv(csv_path.read_text(errors="replace"))
 
@@ -203,10 +224,24 @@ def _executable(path: Path) -> str | None:
     return str(path) if path.is_file() and os.access(path, os.X_OK) else None
 
 
-def _checked(result: ToolResult, output: Path, step: str) -> ToolResult:
+def rejected_model(result: ToolResult) -> bool:
+    """Whether a tool that failed on a model ran and rejected it, rather than failing to run: killed by a
+    signal (negative, or 128+N from a wrapper script), not executable (126, 127), or a broken install."""
+    code = result.returncode
+    if code < 0 or code >= 126:
+        return False
+    return not _NOT_THE_MODEL.search(result.stdout + result.stderr)
+
+
+def _checked(result: ToolResult, output: Path, step: str, model_step: bool = False) -> ToolResult:
+    """``result`` if the tool wrote ``output``; else ToolError, or ConversionError for a ``model_step``
+    whose tool rejected the model."""
     if result.returncode != 0 or not output.is_file():
         tool = Path(result.args[0]).name
-        raise ToolError(f"{step} failed: {tool} exited {result.returncode}: {result.output_tail}", result)
+        message = f"{step} failed: {tool} exited {result.returncode}: {result.output_tail}"
+        if model_step and rejected_model(result):
+            raise ConversionError(message)
+        raise ToolError(message, result)
     return result
 
 

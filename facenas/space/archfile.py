@@ -13,12 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+from facenas.errors import ArchSpecError, InvalidInput
+from facenas.limits import MAX_ARCH_DEPTH, MAX_ARCH_DOCUMENT_BYTES, brief, load_yaml
 
-from facenas.errors import ArchSpecError
-
-MAX_FILE_BYTES = 1 << 20
-MAX_DEPTH = 32
+MAX_FILE_BYTES = MAX_ARCH_DOCUMENT_BYTES
+MAX_DEPTH = MAX_ARCH_DEPTH
 MAX_REPEAT = 64
 _LIST_KEYS = {"_config_type", "_share_arch", "_repeat_times", "_configs"}
 
@@ -70,15 +69,15 @@ def _parse_json(text: str) -> Any:
         raise ArchSpecError("", f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from err
     except RecursionError as err:
         raise ArchSpecError("", "document is nested too deeply") from err
+    except ValueError as err:  # e.g. an integer past Python's int-string conversion limit
+        raise ArchSpecError("", f"unusable number: {str(err)[:200]}") from err
 
 
 def _parse_yaml(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ArchSpecError("", f"not valid YAML: {err}") from err
-    except RecursionError as err:
-        raise ArchSpecError("", "document is nested too deeply") from err
+        return load_yaml(text, "arch YAML", max_depth=MAX_DEPTH + 1)
+    except InvalidInput as err:
+        raise ArchSpecError("", str(err)) from err
 
 
 def _check_node(node: Mapping[str, Any], path: str, depth: int) -> None:
@@ -89,7 +88,7 @@ def _check_node(node: Mapping[str, Any], path: str, depth: int) -> None:
         return
     for key, value in node.items():
         if not isinstance(key, str):
-            raise ArchSpecError(path, f"key {key!r} must be a string")
+            raise ArchSpecError(path, f"key {brief(key)} must be a string")
         child = f"{path}.{key}" if path else key
         _check_value(value, child, depth)
 
@@ -106,7 +105,9 @@ def _check_value(value: Any, path: str, depth: int) -> None:
 def _check_config_list(node: Mapping[str, Any], path: str, depth: int) -> None:
     prefix = f"{path}." if path else ""
     if node.get("_config_type") != "config_list":
-        raise ArchSpecError(prefix + "_config_type", f"must be 'config_list', got {node['_config_type']!r}")
+        raise ArchSpecError(
+            prefix + "_config_type", f"must be 'config_list', got {brief(node['_config_type'])}"
+        )
     extra = sorted(str(k) for k in node if k not in _LIST_KEYS)
     if extra:
         raise ArchSpecError(path, f"unexpected keys in a config_list: {extra}")
@@ -114,7 +115,9 @@ def _check_config_list(node: Mapping[str, Any], path: str, depth: int) -> None:
     if missing:
         raise ArchSpecError(path, f"config_list is missing {missing}")
     if not isinstance(node["_share_arch"], bool):
-        raise ArchSpecError(prefix + "_share_arch", f"must be true or false, got {node['_share_arch']!r}")
+        raise ArchSpecError(
+            prefix + "_share_arch", f"must be true or false, got {brief(node['_share_arch'])}"
+        )
     repeat = node["_repeat_times"]
     if not isinstance(repeat, int) or isinstance(repeat, bool):
         raise ArchSpecError(prefix + "_repeat_times", f"must be an integer, got {_type_name(repeat)}")

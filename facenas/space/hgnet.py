@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from facenas.errors import ArchSpecError
+from facenas.space.archai_config import arch_config
 from facenas.space.archfile import dump_arch_json, load_arch_document, parse_arch_document
 from facenas.space.params import SearchSpaceParams
 from facenas.space.spec import ArchSpec, check_size, read_spec
@@ -69,10 +70,8 @@ class HgnetSearchSpace:
 
     def from_document(self, document: Mapping[str, Any]) -> Arch:
         """Validate a document and compute its archid under this space."""
-        from archai.discrete_search.search_spaces.config.arch_config import build_arch_config
-
         doc = parse_arch_document(document)
-        config = build_arch_config(doc)
+        config = arch_config().build_arch_config(doc)
         spec = read_spec(config)  # records which parameters the builder reads
         check_size(spec, self.params.num_classes, self.params.in_channels)
         return Arch(archid=self._archid(config), spec=spec, document=doc)
@@ -98,6 +97,10 @@ class HgnetSearchSpace:
     def num_parameters(self, arch: Arch) -> int:
         """Trainable parameters of the model built from ``arch`` under this space."""
         return arch.spec.num_parameters(self.params.num_classes, self.params.in_channels)
+
+    def fingerprint(self, arch: Arch) -> str:
+        """The model ``arch`` builds under this space (see :meth:`ArchSpec.fingerprint`)."""
+        return arch.spec.fingerprint(self.params.num_classes, self.params.in_channels)
 
     def macs(self, arch: Arch, img_size: tuple[int, int] | None = None) -> int:
         """Multiply-accumulates for one image (default: the space's image size)."""
@@ -244,9 +247,7 @@ def arch_with_id(document: str | Mapping[str, Any], archid: str, num_classes: in
 
     For workers, which build and measure what the searcher sends and key results by the searcher's archid.
     """
-    from archai.discrete_search.search_spaces.config.arch_config import build_arch_config
-
     doc = parse_arch_document(document)
-    spec = read_spec(build_arch_config(doc))
+    spec = read_spec(arch_config().build_arch_config(doc))
     check_size(spec, num_classes, in_channels)
     return Arch(archid=archid, spec=spec, document=doc)

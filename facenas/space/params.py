@@ -8,9 +8,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from facenas.errors import ConfigError
+from facenas.errors import ConfigError, InvalidInput
+from facenas.limits import MAX_CONFIG_BYTES, brief, load_yaml
 from facenas.space.ops import OPS
 
 #: Choices Archai's hgnet space fixes in code rather than in the YAML.
@@ -58,15 +57,24 @@ class SearchSpaceParams:
         _check_int(out, "upsample_block_max_ops", self.upsample_block_max_ops, 1, MAX_OPS_PER_BLOCK)
         _check_int(out, "post_upsample_max_ops", self.post_upsample_max_ops, 0, MAX_OPS_PER_BLOCK)
         _check_int(out, "max_num_hourglass", self.max_num_hourglass, 1, MAX_HOURGLASSES)
-        if not self.op_subset or any(op not in OPS for op in self.op_subset):
-            out.append(f"op_subset: {list(self.op_subset)!r} must be a non-empty subset of {sorted(OPS)}")
+        ops = self.op_subset
+        if (
+            not isinstance(ops, tuple)
+            or not ops
+            or any(not isinstance(op, str) or op not in OPS for op in ops)
+        ):
+            out.append(f"op_subset: {brief(ops)} must be a non-empty list of op names from {sorted(OPS)}")
         elif len(set(self.op_subset)) != len(self.op_subset):
             out.append("op_subset: duplicate ops")
         _check_int_choices(out, "stem_strides", self.stem_strides, 1, 8)
         _check_int_choices(out, "base_channels", self.base_channels, 1, 1024)
-        if not self.ch_expansion_factors or not all(
-            isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 16
-            for f in self.ch_expansion_factors
+        factors = self.ch_expansion_factors
+        if (
+            not isinstance(factors, tuple)
+            or not factors
+            or not all(
+                isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 16 for f in factors
+            )
         ):
             out.append("ch_expansion_factors: must be a non-empty list of numbers in (0, 16]")
         self._check_img_size(out)
@@ -79,7 +87,7 @@ class SearchSpaceParams:
             and len(size) == 2
             and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_IMG_SIDE for s in size)
         ):
-            out.append(f"img_size: {size!r} must be [width, height] with 1 <= side <= {MAX_IMG_SIDE}")
+            out.append(f"img_size: {brief(size)} must be [width, height] with 1 <= side <= {MAX_IMG_SIDE}")
             return
         if out:  # divisibility needs valid strides and num_blocks
             return
@@ -114,24 +122,31 @@ class SearchSpaceParams:
 
 def _check_int(out: list[str], name: str, value: object, lo: int, hi: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        out.append(f"{name}: {value!r} must be an integer in [{lo}, {hi}]")
+        out.append(f"{name}: {brief(value)} must be an integer in [{lo}, {hi}]")
 
 
 def _check_int_choices(out: list[str], name: str, values: tuple[int, ...], lo: int, hi: int) -> None:
     ok = isinstance(values, tuple) and len(values) > 0
     ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in values)
     if not ok:
-        out.append(f"{name}: {values!r} must be a non-empty list of integers in [{lo}, {hi}]")
+        out.append(f"{name}: {brief(values)} must be a non-empty list of integers in [{lo}, {hi}]")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with clear errors."""
+    """Read a YAML mapping with clear errors (size and alias limits of ``facenas.limits``)."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise ConfigError([f"{path}: cannot read ({err.strerror or err})"]) from err
-    except yaml.YAMLError as err:
-        raise ConfigError([f"{path}: not valid YAML ({err})"]) from err
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES} bytes"])
+    try:
+        data = load_yaml(raw.decode("utf-8"), str(path))
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path}: not UTF-8 text ({err.reason})"]) from None
+    except InvalidInput as err:
+        raise ConfigError([str(err)]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: top level must be a mapping"])
     return data
@@ -145,7 +160,7 @@ def search_space_params_from_config(config: Mapping[str, Any]) -> SearchSpacePar
         raise ConfigError(["search.search_space: missing (expected Archai's search config layout)"])
     name = block.get("name", "hgnet")
     if name != "hgnet":
-        raise ConfigError([f"search.search_space.name: {name!r} is not supported (only 'hgnet')"])
+        raise ConfigError([f"search.search_space.name: {brief(name)} is not supported (only 'hgnet')"])
     params = block.get("params", {})
     if not isinstance(params, dict):
         raise ConfigError(["search.search_space.params: must be a mapping"])
@@ -155,7 +170,7 @@ def search_space_params_from_config(config: Mapping[str, Any]) -> SearchSpacePar
 def load_search_space_params(path: str | Path | None = None) -> SearchSpaceParams:
     """Search-space parameters from an Archai search YAML (default: the embedded ``cpu_search.yaml``)."""
     if path is None:
-        return search_space_params_from_config(yaml.safe_load(default_config_text("cpu")))
+        return search_space_params_from_config(load_yaml(default_config_text("cpu"), "cpu_search.yaml"))
     return search_space_params_from_config(read_yaml(path))
 
 

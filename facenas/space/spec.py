@@ -8,10 +8,14 @@ model really uses. Every value is type- and range-checked on the way; problems r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from facenas.errors import ArchSpecError
+from facenas.errors import ArchSpecError, InvalidInput
+from facenas.limits import brief
+from facenas.space.archai_config import arch_config
 from facenas.space.ops import OPS
 
 MAX_CHANNELS = 4096
@@ -54,6 +58,14 @@ class ArchSpec:
     base_ch: int
     hourglasses: tuple[HourglassSpec, ...]
     post_upsample: tuple[str, ...]
+
+    def fingerprint(self, num_classes: int, in_channels: int) -> str:
+        """A short hash of everything that shapes the built model: this spec (every value the builder
+        reads, constant choices of the space included, unused slots not) and the head and input widths.
+        Equal fingerprints build the same model; results are keyed by it besides the archid (which leaves
+        constants and the widths out, as Archai's does)."""
+        data = {"spec": asdict(self), "num_classes": num_classes, "in_channels": in_channels}
+        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def downsample_factor(self) -> int:
@@ -150,6 +162,17 @@ def check_size(spec: ArchSpec, num_classes: int, in_channels: int) -> int:
     return params
 
 
+def check_input_size(spec: ArchSpec, img_size: tuple[int, int]) -> None:
+    """Input sides must be multiples of the bottleneck stride, or skip additions mismatch."""
+    factor = spec.downsample_factor
+    w, h = img_size
+    if w <= 0 or h <= 0 or w % factor or h % factor:
+        raise InvalidInput(
+            f"img_size {w}x{h}: both sides must be positive multiples of {factor} "
+            f"(stem_stride {spec.stem_stride} x 2**(downsample blocks - 1)) for this architecture"
+        )
+
+
 def _read_hourglass(cfg: Any, path: str, base_ch: int) -> HourglassSpec:
     _require_keys(cfg, path, ("downsample_blocks", "skip_blocks", "upsample_blocks"))
     down_list = _list(cfg, "downsample_blocks", path, minimum=2)
@@ -195,19 +218,17 @@ def _read_ops(cfg: Any, name: str, path: str, minimum: int) -> tuple[str, ...]:
         _require_keys(layer, layer_path, ("op",))
         op = layer.pick("op")
         if not isinstance(op, str) or op not in OPS:
-            raise ArchSpecError(f"{layer_path}.op", f"unknown op {op!r}; known ops: {', '.join(OPS)}")
+            raise ArchSpecError(f"{layer_path}.op", f"unknown op {brief(op)}; known ops: {', '.join(OPS)}")
         ops.append(op)
     return tuple(ops)
 
 
 def _list(cfg: Any, name: str, path: str, minimum: int) -> Any:
-    from archai.discrete_search.search_spaces.config.arch_config import ArchConfigList
-
     field = _join(path, name)
     if name not in cfg.nodes:
         raise ArchSpecError(field, "missing")
     value = cfg.pick(name)
-    if not isinstance(value, ArchConfigList):
+    if not isinstance(value, arch_config().ArchConfigList):
         raise ArchSpecError(field, "must be a config_list object")
     if len(value) < minimum:
         raise ArchSpecError(f"{field}._repeat_times", f"is {len(value)}; at least {minimum} required")
@@ -220,9 +241,9 @@ def _int(cfg: Any, name: str, path: str, lo: int, hi: int) -> int:
         raise ArchSpecError(field, "missing")
     value = cfg.pick(name)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ArchSpecError(field, f"must be an integer, got {value!r}")
+        raise ArchSpecError(field, f"must be an integer, got {brief(value)}")
     if not lo <= value <= hi:
-        raise ArchSpecError(field, f"{value} is outside [{lo}, {hi}]")
+        raise ArchSpecError(field, f"{brief(value)} is outside [{lo}, {hi}]")
     return value
 
 
@@ -230,16 +251,14 @@ def _factor(cfg: Any, path: str) -> float:
     field = f"{path}.ch_expansion_factor"
     value = cfg.pick("ch_expansion_factor")
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ArchSpecError(field, f"must be a number, got {value!r}")
+        raise ArchSpecError(field, f"must be a number, got {brief(value)}")
     if not 0 < value <= MAX_EXPANSION_FACTOR:
-        raise ArchSpecError(field, f"{value} is outside (0, {MAX_EXPANSION_FACTOR:g}]")
+        raise ArchSpecError(field, f"{brief(value)} is outside (0, {MAX_EXPANSION_FACTOR:g}]")
     return float(value)
 
 
 def _require_keys(cfg: Any, path: str, keys: tuple[str, ...]) -> None:
-    from archai.discrete_search.search_spaces.config.arch_config import ArchConfig
-
-    if not isinstance(cfg, ArchConfig):
+    if not isinstance(cfg, arch_config().ArchConfig):
         raise ArchSpecError(path, "must be an object")
     for key in keys:
         if key not in cfg.nodes:

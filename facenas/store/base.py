@@ -5,17 +5,23 @@ pass ``tests/contract/test_store_contract.py``. The contract:
 
 * Thread safety: every method may be called concurrently from several threads and processes.
 * Idempotence: every ``put_*``/``add_*``/``create_*`` may be repeated with the same data and returns
-  what is stored. Re-writing an existing key with *different* data is a :class:`StoreConflict`
-  (evaluations, architectures, candidates and iterations are immutable once written), except
-  :meth:`set_search_status`, which is a state change.
+  what is stored; ``append_event`` with a ``token`` may be repeated and logs once. Re-writing an
+  existing key with *different* data is a :class:`StoreConflict` (evaluations, architectures,
+  candidates, iterations and targets are immutable once written), except :meth:`set_search_status`,
+  which is a state change, and :meth:`put_failure`, where the first write wins.
 * Durability: a method that returned has committed; a crash afterwards loses nothing.
 * Reads return immutable domain records; unknown ids raise :class:`NotFound`.
+* Limits: every write is checked against ``facenas.limits`` before anything is written (sizes of text
+  fields, JSON payloads that are objects of bounded depth and size, number ranges); a record over a
+  limit is refused with :class:`~facenas.errors.InvalidInput`. Lists are read in pages
+  (``*_page(..., page_size, page_token)``; the plain ``list_*`` methods follow every page).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 
 from facenas.domain import (
     ArchRecord,
@@ -23,11 +29,13 @@ from facenas.domain import (
     EvalKey,
     Evaluation,
     Event,
+    Failure,
     IterationRecord,
     SearchRecord,
     SearchStatus,
 )
 from facenas.errors import Conflict, NotFound, Unavailable
+from facenas.limits import MAX_REQUEST_KEYS, Page, all_pages
 
 __all__ = ["NotFound", "Store", "StoreConflict", "StoreUnavailable"]
 
@@ -51,27 +59,41 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get_search(self, search_id: str) -> SearchRecord: ...
 
-    @abc.abstractmethod
     def list_searches(self) -> list[SearchRecord]:
         """All searches, oldest first."""
+        return all_pages(lambda token: self.list_searches_page(0, token))
+
+    @abc.abstractmethod
+    def list_searches_page(self, page_size: int = 0, page_token: str = "") -> Page[SearchRecord]:
+        """A page of searches, oldest first."""
 
     @abc.abstractmethod
     def set_search_status(self, search_id: str, status: SearchStatus, error: str = "") -> SearchRecord: ...
 
     # --- architectures and candidates -----------------------------------------------------------------
     @abc.abstractmethod
-    def put_arch(self, arch: ArchRecord) -> ArchRecord: ...
+    def put_arch(self, arch: ArchRecord) -> ArchRecord:
+        """Record an archid's document and parameter count. Searches stopped writing these at schema 3:
+        one archid can build different models in different spaces, so a candidate keeps its own."""
 
     @abc.abstractmethod
     def get_arch(self, archid: str) -> ArchRecord: ...
 
     @abc.abstractmethod
     def add_candidate(self, candidate: Candidate) -> Candidate:
-        """Record that ``candidate.archid`` was proposed in a search (once per search and archid)."""
+        """Record that ``candidate.archid`` was proposed in a search (once per search and archid), with
+        the document, parameter count and model fingerprint the search's space gives it."""
 
-    @abc.abstractmethod
     def list_candidates(self, search_id: str) -> list[Candidate]:
         """Candidates of a search in the order they were first added."""
+        return all_pages(lambda token: self.list_candidates_page(search_id, 0, token))
+
+    @abc.abstractmethod
+    def list_candidates_page(
+        self, search_id: str, page_size: int = 0, page_token: str = "", archid_prefix: str = ""
+    ) -> Page[Candidate]:
+        """A page of a search's candidates in the order they were first added; with ``archid_prefix``
+        only those whose archid starts with it (case-sensitive)."""
 
     # --- evaluations -----------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -82,22 +104,59 @@ class Store(abc.ABC):
     def get_evaluations(self, keys: Sequence[EvalKey]) -> dict[EvalKey, Evaluation]:
         """The stored subset of ``keys`` (missing keys are simply absent)."""
 
-    @abc.abstractmethod
     def list_evaluations(self, archids: Sequence[str]) -> list[Evaluation]:
         """Every evaluation of the given architectures, any objective, budget or target."""
+        wanted = sorted(set(archids))
+        found: list[Evaluation] = []
+        for start in range(0, len(wanted), MAX_REQUEST_KEYS):
+            chunk = wanted[start : start + MAX_REQUEST_KEYS]
+            found.extend(all_pages(functools.partial(self.list_evaluations_page, chunk, 0)))
+        return found
+
+    @abc.abstractmethod
+    def list_evaluations_page(
+        self, archids: Sequence[str], page_size: int = 0, page_token: str = ""
+    ) -> Page[Evaluation]:
+        """A page of the evaluations of at most ``MAX_REQUEST_KEYS`` architectures, oldest first."""
 
     # --- iterations ---------------------------------------------------------------------------------------
     @abc.abstractmethod
     def put_iteration(self, record: IterationRecord) -> IterationRecord: ...
 
-    @abc.abstractmethod
     def list_iterations(self, search_id: str) -> list[IterationRecord]:
         """Iterations of a search by increasing number."""
+        return all_pages(lambda token: self.list_iterations_page(search_id, 0, token))
+
+    @abc.abstractmethod
+    def list_iterations_page(
+        self, search_id: str, page_size: int = 0, page_token: str = ""
+    ) -> Page[IterationRecord]:
+        """A page of a search's iterations by increasing number."""
+
+    # --- search state: targets and failures ---------------------------------------------------------------
+    @abc.abstractmethod
+    def put_targets(self, search_id: str, targets: Mapping[str, str]) -> dict[str, str]:
+        """Record the target key each objective of a search is measured on (objective -> target); a
+        different target for an objective already recorded is a :class:`StoreConflict`. Returns every
+        target of the search."""
+
+    @abc.abstractmethod
+    def get_targets(self, search_id: str) -> dict[str, str]:
+        """The search's recorded targets (empty before the search first connected)."""
+
+    @abc.abstractmethod
+    def put_failure(self, failure: Failure) -> Failure:
+        """Record that a candidate failed for good (once per search and archid; the first wins)."""
+
+    @abc.abstractmethod
+    def list_failures(self, search_id: str) -> list[Failure]:
+        """The search's failed candidates in the order they failed."""
 
     # --- events -------------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def append_event(self, search_id: str, kind: str, payload: dict[str, object]) -> Event:
-        """Append to a search's log; ``seq`` is assigned by the store (1, 2, ...)."""
+    def append_event(self, search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:
+        """Append to a search's log; ``seq`` is assigned by the store (1, 2, ...). With a ``token`` the
+        append is idempotent: a repeat returns the event first logged under it."""
 
     @abc.abstractmethod
     def list_events(self, search_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]: ...

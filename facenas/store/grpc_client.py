@@ -1,113 +1,228 @@
-"""``GrpcStore``: the :class:`Store` interface over the store service (what the searcher uses)."""
+"""``GrpcStore``: the :class:`Store` interface over the store service (what the searcher uses).
+
+List methods follow the service's pages (``next_page_token``) transparently; requests with many keys are
+sent in chunks of ``facenas.limits.MAX_REQUEST_KEYS``.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import grpc
+
+from facenas import limits
 from facenas.domain import (
     ArchRecord,
     Candidate,
     EvalKey,
     Evaluation,
     Event,
+    Failure,
     IterationRecord,
     SearchRecord,
     SearchStatus,
 )
-from facenas.errors import Conflict, Unavailable
+from facenas.errors import Conflict, InvalidInput, Unavailable
+from facenas.limits import Page
 from facenas.rpc.client import call, make_channel
+from facenas.rpc.resolve import DNS_PREFIX, resolve, split_dns
 from facenas.store import protoconv as pc
 from facenas.store.base import Store, StoreConflict, StoreUnavailable
 from facenas.v1 import store_pb2, store_pb2_grpc
 
-T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class GrpcStore(Store):
-    """Every call has a deadline and is retried on UNAVAILABLE (all store writes are idempotent)."""
+    """Every call has a deadline and is retried on UNAVAILABLE (all store writes are idempotent; events
+    carry a token). A store that stops answering for ``reconnect_after_s`` gets a new channel: a
+    ``dns:///NAME:PORT`` target is resolved again (the store came back on a new address), a
+    ``host:port`` one reconnects through gRPC's own resolver. Writes are checked against
+    ``facenas.limits`` before they are sent, as the service checks them."""
 
-    def __init__(self, target: str, timeout: float = 30.0, attempts: int = 5) -> None:
+    def __init__(
+        self, target: str, timeout: float = 30.0, attempts: int = 5, reconnect_after_s: float = 5.0
+    ) -> None:
+        if target.startswith(DNS_PREFIX):
+            split_dns(target)  # ConfigError now rather than at the first call
         self.target = target
         self.timeout = timeout
         self.attempts = attempts
-        self._channel = make_channel(target)
-        self._stub = store_pb2_grpc.StoreStub(self._channel)
+        self.reconnect_after_s = reconnect_after_s
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None
+        self.address = ""
+        self._retired: list[tuple[float, grpc.Channel]] = []
+        self._channel, self._stub = self._connect()
 
-    def _call(self, method: Callable[..., T], request: Any) -> T:
+    def _connect(self) -> tuple[grpc.Channel, store_pb2_grpc.StoreStub]:
+        address = self.target
+        authority: str | None = None
+        if self.target.startswith(DNS_PREFIX):
+            found = resolve(self.target)
+            address = found[0] if found else self.target  # unresolvable now: gRPC keeps trying the name
+            authority = split_dns(self.target)[0]
+        self.address = address
+        channel = make_channel(address, authority=authority, fresh=True)  # a renewal reconnects at once
+        return channel, store_pb2_grpc.StoreStub(channel)
+
+    def _reconnect_if_stale(self, stub: store_pb2_grpc.StoreStub) -> None:
+        """Called after a call failed as unavailable: a new channel once it has failed long enough."""
+        with self._lock:
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+                return
+            if now - self._failing_since < self.reconnect_after_s or stub is not self._stub:
+                return
+            # other threads may be calling through the old channel right now: it is closed once every
+            # call it could carry has passed its deadline
+            self._retired.append((now, self._channel))
+            done = [c for at, c in self._retired if now - at > self.timeout + 1]
+            self._retired = [(at, c) for at, c in self._retired if now - at <= self.timeout + 1]
+            for channel in done:
+                channel.close()
+            self._channel, self._stub = self._connect()
+            self._failing_since = now
+        log.info("store channel renewed", extra={"target": self.target, "address": self.address})
+
+    def _call(self, name: str, request: Any, attempts: int | None = None) -> Any:
+        stub = self._stub
         try:
-            return call(method, request, self.timeout, self.attempts)
+            reply = call(getattr(stub, name), request, self.timeout, attempts or self.attempts)
         except Conflict as err:
             raise StoreConflict(str(err)) from None
         except Unavailable as err:
+            self._reconnect_if_stale(stub)
             raise StoreUnavailable(f"store at {self.target}: {err}") from None
+        self._failing_since = None
+        return reply
 
     def create_search(self, search_id: str, name: str, config: str) -> SearchRecord:
+        limits.check_search(search_id, name, config)
         req = store_pb2.CreateSearchRequest(search_id=search_id, name=name, config=config)
-        return pc.search_from_proto(self._call(self._stub.CreateSearch, req))
+        return pc.search_from_proto(self._call("CreateSearch", req))
 
     def get_search(self, search_id: str) -> SearchRecord:
         req = store_pb2.GetSearchRequest(search_id=search_id)
-        return pc.search_from_proto(self._call(self._stub.GetSearch, req))
+        return pc.search_from_proto(self._call("GetSearch", req))
 
-    def list_searches(self) -> list[SearchRecord]:
-        resp = self._call(self._stub.ListSearches, store_pb2.ListSearchesRequest())
-        return [pc.search_from_proto(s) for s in resp.searches]
+    def list_searches_page(self, page_size: int = 0, page_token: str = "") -> Page[SearchRecord]:
+        req = store_pb2.ListSearchesRequest(page_size=page_size, page_token=page_token)
+        resp = self._call("ListSearches", req)
+        return Page([pc.search_from_proto(s) for s in resp.searches], resp.next_page_token)
 
     def set_search_status(self, search_id: str, status: SearchStatus, error: str = "") -> SearchRecord:
+        error = limits.clip_error(error)
         req = store_pb2.SetSearchStatusRequest(
             search_id=search_id, status=pc.status_to_proto(status), error=error
         )
-        return pc.search_from_proto(self._call(self._stub.SetSearchStatus, req))
+        return pc.search_from_proto(self._call("SetSearchStatus", req))
 
     def put_arch(self, arch: ArchRecord) -> ArchRecord:
-        return pc.arch_from_proto(self._call(self._stub.PutArch, pc.arch_to_proto(arch)))
+        limits.check_arch(arch)
+        return pc.arch_from_proto(self._call("PutArch", pc.arch_to_proto(arch)))
 
     def get_arch(self, archid: str) -> ArchRecord:
-        return pc.arch_from_proto(self._call(self._stub.GetArch, store_pb2.GetArchRequest(archid=archid)))
+        return pc.arch_from_proto(self._call("GetArch", store_pb2.GetArchRequest(archid=archid)))
 
     def add_candidate(self, candidate: Candidate) -> Candidate:
-        return pc.candidate_from_proto(self._call(self._stub.AddCandidate, pc.candidate_to_proto(candidate)))
+        limits.check_candidate(candidate)
+        return pc.candidate_from_proto(self._call("AddCandidate", pc.candidate_to_proto(candidate)))
 
-    def list_candidates(self, search_id: str) -> list[Candidate]:
-        resp = self._call(self._stub.ListCandidates, store_pb2.ListCandidatesRequest(search_id=search_id))
-        return [pc.candidate_from_proto(c) for c in resp.candidates]
+    def list_candidates_page(
+        self, search_id: str, page_size: int = 0, page_token: str = "", archid_prefix: str = ""
+    ) -> Page[Candidate]:
+        limits.check_text(archid_prefix, "archid_prefix", limits.MAX_ID_BYTES)
+        req = store_pb2.ListCandidatesRequest(
+            search_id=search_id, page_size=page_size, page_token=page_token, archid_prefix=archid_prefix
+        )
+        resp = self._call("ListCandidates", req)
+        return Page([pc.candidate_from_proto(c) for c in resp.candidates], resp.next_page_token)
 
     def put_evaluation(self, evaluation: Evaluation) -> Evaluation:
-        return pc.evaluation_from_proto(
-            self._call(self._stub.PutEvaluation, pc.evaluation_to_proto(evaluation))
-        )
+        limits.check_evaluation(evaluation)
+        return pc.evaluation_from_proto(self._call("PutEvaluation", pc.evaluation_to_proto(evaluation)))
 
     def get_evaluations(self, keys: Sequence[EvalKey]) -> dict[EvalKey, Evaluation]:
-        req = store_pb2.GetEvaluationsRequest(keys=[pc.key_to_proto(k) for k in keys])
-        found = (pc.evaluation_from_proto(e) for e in self._call(self._stub.GetEvaluations, req).evaluations)
-        return {e.key: e for e in found}
+        wanted = list(dict.fromkeys(keys))
+        found: dict[EvalKey, Evaluation] = {}
+        for start in range(0, len(wanted), limits.MAX_REQUEST_KEYS):
+            chunk = wanted[start : start + limits.MAX_REQUEST_KEYS]
+            req = store_pb2.GetEvaluationsRequest(keys=[pc.key_to_proto(k) for k in chunk])
+            for message in self._call("GetEvaluations", req).evaluations:
+                evaluation = pc.evaluation_from_proto(message)
+                found[evaluation.key] = evaluation
+        return found
 
-    def list_evaluations(self, archids: Sequence[str]) -> list[Evaluation]:
-        req = store_pb2.ListEvaluationsRequest(archids=list(archids))
-        return [pc.evaluation_from_proto(e) for e in self._call(self._stub.ListEvaluations, req).evaluations]
+    def list_evaluations_page(
+        self, archids: Sequence[str], page_size: int = 0, page_token: str = ""
+    ) -> Page[Evaluation]:
+        req = store_pb2.ListEvaluationsRequest(
+            archids=list(archids), page_size=page_size, page_token=page_token
+        )
+        resp = self._call("ListEvaluations", req)
+        return Page([pc.evaluation_from_proto(e) for e in resp.evaluations], resp.next_page_token)
 
     def put_iteration(self, record: IterationRecord) -> IterationRecord:
-        return pc.iteration_from_proto(self._call(self._stub.PutIteration, pc.iteration_to_proto(record)))
+        limits.check_iteration(record)
+        return pc.iteration_from_proto(self._call("PutIteration", pc.iteration_to_proto(record)))
 
-    def list_iterations(self, search_id: str) -> list[IterationRecord]:
-        resp = self._call(self._stub.ListIterations, store_pb2.ListIterationsRequest(search_id=search_id))
-        return [pc.iteration_from_proto(i) for i in resp.iterations]
+    def list_iterations_page(
+        self, search_id: str, page_size: int = 0, page_token: str = ""
+    ) -> Page[IterationRecord]:
+        req = store_pb2.ListIterationsRequest(search_id=search_id, page_size=page_size, page_token=page_token)
+        resp = self._call("ListIterations", req)
+        return Page([pc.iteration_from_proto(i) for i in resp.iterations], resp.next_page_token)
 
-    def append_event(self, search_id: str, kind: str, payload: dict[str, object]) -> Event:
+    def put_targets(self, search_id: str, targets: Mapping[str, str]) -> dict[str, str]:
+        limits.check_targets(search_id, targets)
+        req = store_pb2.SearchTargets(search_id=search_id, targets=dict(targets))
+        return dict(self._call("PutTargets", req).targets)
+
+    def get_targets(self, search_id: str) -> dict[str, str]:
+        return dict(self._call("GetTargets", store_pb2.GetTargetsRequest(search_id=search_id)).targets)
+
+    def put_failure(self, failure: Failure) -> Failure:
+        failure = limits.check_failure(failure)
+        return pc.failure_from_proto(self._call("PutFailure", pc.failure_to_proto(failure)))
+
+    def list_failures(self, search_id: str) -> list[Failure]:
+        resp = self._call("ListFailures", store_pb2.ListFailuresRequest(search_id=search_id))
+        return [pc.failure_from_proto(f) for f in resp.failures]
+
+    def append_event(self, search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:
+        limits.check_event(search_id, kind, payload)
         req = store_pb2.AppendEventRequest(
-            search_id=search_id, kind=kind, payload_json=json.dumps(payload, default=str)
+            search_id=search_id, kind=kind, payload_json=json.dumps(payload, default=str), token=token
         )
-        # not idempotent: a retried append could log twice, so no retries here
-        try:
-            return pc.event_from_proto(call(self._stub.AppendEvent, req, self.timeout, attempts=1))
-        except Unavailable as err:
-            raise StoreUnavailable(f"store at {self.target}: {err}") from None
+        # only a tokened append is idempotent: an untokened one is tried once (a retry could log twice)
+        return pc.event_from_proto(self._call("AppendEvent", req, attempts=None if token else 1))
 
     def list_events(self, search_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
-        req = store_pb2.ListEventsRequest(search_id=search_id, after_seq=after_seq, limit=limit)
-        return [pc.event_from_proto(e) for e in self._call(self._stub.ListEvents, req).events]
+        """Up to ``limit`` events after ``after_seq``, over as many pages as that takes."""
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        found: list[Event] = []
+        token = ""
+        while len(found) < limit:
+            want = min(limit - len(found), limits.MAX_PAGE_SIZE)
+            req = store_pb2.ListEventsRequest(
+                search_id=search_id, after_seq=after_seq, limit=want, page_token=token
+            )
+            resp = self._call("ListEvents", req)
+            found.extend(pc.event_from_proto(e) for e in resp.events)
+            if not resp.next_page_token or not resp.events:
+                break
+            token = resp.next_page_token
+        return found
 
     def close(self) -> None:
+        for _, channel in self._retired:
+            channel.close()
         self._channel.close()

@@ -11,11 +11,13 @@ from facenas.domain import (
     EvalKey,
     Evaluation,
     Event,
+    Failure,
     IterationRecord,
     SearchRecord,
     SearchStatus,
 )
 from facenas.errors import InvalidInput
+from facenas.limits import MAX_PAYLOAD_JSON_BYTES, MAX_STATE_JSON_BYTES, parse_json_object
 from facenas.v1 import store_pb2
 
 _STATUS_TO_PROTO = {
@@ -28,14 +30,10 @@ _STATUS_TO_PROTO = {
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 
 
-def loads_json(text: str, field: str) -> Any:
-    """JSON text of a message field (empty = {}); InvalidInput naming the field when malformed."""
-    if not text:
-        return {}
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InvalidInput(f"{field}: not valid JSON ({err.msg})") from err
+def loads_json(text: str, field: str, max_bytes: int = MAX_PAYLOAD_JSON_BYTES) -> dict[str, Any]:
+    """JSON text of a message field (empty = {}): an object within the limits of ``facenas.limits``;
+    InvalidInput naming the field otherwise."""
+    return parse_json_object(text, field, max_bytes)
 
 
 def status_to_proto(status: SearchStatus) -> store_pb2.SearchStatus.ValueType:
@@ -82,19 +80,26 @@ def candidate_to_proto(r: Candidate) -> store_pb2.Candidate:
         iteration=r.iteration,
         parents=list(r.parents),
         proposed_at=r.proposed_at,
+        document=r.document,
+        params=r.params,
+        model=r.model,
     )
 
 
 def candidate_from_proto(m: store_pb2.Candidate) -> Candidate:
-    return Candidate(m.search_id, m.archid, m.iteration, tuple(m.parents), m.proposed_at)
+    return Candidate(
+        m.search_id, m.archid, m.iteration, tuple(m.parents), m.proposed_at, m.document, m.params, m.model
+    )
 
 
 def key_to_proto(k: EvalKey) -> store_pb2.EvalKey:
-    return store_pb2.EvalKey(archid=k.archid, objective=k.objective, budget=k.budget, target=k.target)
+    return store_pb2.EvalKey(
+        archid=k.archid, objective=k.objective, budget=k.budget, target=k.target, model=k.model
+    )
 
 
 def key_from_proto(m: store_pb2.EvalKey) -> EvalKey:
-    return EvalKey(m.archid, m.objective, m.budget, m.target)
+    return EvalKey(m.archid, m.objective, m.budget, m.target, m.model)
 
 
 def evaluation_to_proto(r: Evaluation) -> store_pb2.Evaluation:
@@ -139,7 +144,7 @@ def iteration_from_proto(m: store_pb2.IterationRecord) -> IterationRecord:
         m.iteration,
         tuple(m.pareto),
         m.hypervolume,
-        loads_json(m.state_json, "state_json"),
+        loads_json(m.state_json, "state_json", MAX_STATE_JSON_BYTES),
         m.walltime_s,
         m.created_at,
     )
@@ -157,3 +162,18 @@ def event_to_proto(r: Event) -> store_pb2.Event:
 
 def event_from_proto(m: store_pb2.Event) -> Event:
     return Event(m.search_id, m.seq, m.kind, loads_json(m.payload_json, "payload_json"), m.created_at)
+
+
+def failure_to_proto(f: Failure) -> store_pb2.Failure:
+    return store_pb2.Failure(
+        search_id=f.search_id,
+        archid=f.archid,
+        objective=f.objective,
+        reason=f.reason,
+        kind=f.kind,
+        created_at=f.created_at,
+    )
+
+
+def failure_from_proto(m: store_pb2.Failure) -> Failure:
+    return Failure(m.search_id, m.archid, m.objective, m.reason, m.kind, m.created_at)

@@ -15,10 +15,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -37,7 +37,9 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -45,25 +47,30 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, make_url
-from sqlalchemy.sql.expression import ColumnElement, Executable, and_
+from sqlalchemy.sql.expression import ColumnElement, Executable, Select, and_
 
+from facenas import limits
 from facenas.domain import (
     ArchRecord,
     Candidate,
     EvalKey,
     Evaluation,
     Event,
+    Failure,
     IterationRecord,
     SearchRecord,
     SearchStatus,
     canonical_json,
 )
 from facenas.errors import InvalidInput
+from facenas.limits import Page
 from facenas.store.base import NotFound, Store, StoreConflict, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 2: search targets, failures and event tokens are tables (were only events); 3: evaluation keys name the
+#: built model (``evaluations.model``) and candidates keep their own document, params and model
+SCHEMA_VERSION = 3
 ACCEPTED_URLS = (
     "sqlite:///path/to/file.db, postgresql://user@host:port/db, "
     "postgresql+psycopg://user@host:port/db, or a bare file path (SQLite)"
@@ -72,6 +79,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE = "facenas_write"  # connection execution option: SQLite write transactions BEGIN IMMEDIATE
 _PG_SCHEMA_LOCK = 0x66616365  # advisory lock serialising schema creation across processes
 _CHUNK = 500  # ids per IN (...) list
+T = TypeVar("T")
 
 
 class SchemaVersionError(StoreUnavailable):
@@ -128,6 +136,9 @@ candidates = Table(
     Column("iteration", Integer, nullable=False),
     Column("parents", Text, nullable=False),  # JSON list
     Column("proposed_at", Double, nullable=False),
+    Column("document", Text, nullable=False, server_default=""),
+    Column("params", BigInteger, nullable=False, server_default="0"),
+    Column("model", Text, nullable=False, server_default=""),
     UniqueConstraint("search_id", "archid", name="uq_candidates_search_arch"),
     Index("ix_candidates_search_order", "search_id", "id"),
 )
@@ -136,6 +147,7 @@ evaluations = Table(
     metadata,
     Column("id", _Id, primary_key=True, autoincrement=True),
     Column("archid", Text, nullable=False),
+    Column("model", Text, nullable=False, server_default=""),  # "" in evaluations stored before v3
     Column("objective", Text, nullable=False),
     Column("budget", Text, nullable=False),
     Column("target", Text, nullable=False),
@@ -145,7 +157,7 @@ evaluations = Table(
     Column("worker", Text, nullable=False),
     Column("seconds", _Float, nullable=True),
     Column("created_at", Double, nullable=False),
-    UniqueConstraint("archid", "objective", "budget", "target", name="uq_evaluations_key"),
+    UniqueConstraint("archid", "model", "objective", "budget", "target", name="uq_evaluations_key"),
 )
 iterations = Table(
     "iterations",
@@ -166,6 +178,33 @@ events = Table(
     Column("kind", Text, nullable=False),
     Column("payload", Text, nullable=False),  # canonical JSON
     Column("created_at", Double, nullable=False),
+)
+
+targets = Table(
+    "targets",
+    metadata,
+    Column("search_id", Text, ForeignKey("searches.search_id"), primary_key=True),
+    Column("objective", Text, primary_key=True),
+    Column("target", Text, nullable=False),
+)
+failures = Table(
+    "failures",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("search_id", Text, ForeignKey("searches.search_id"), nullable=False),
+    Column("archid", Text, nullable=False),
+    Column("objective", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("search_id", "archid", name="uq_failures_search_arch"),
+)
+event_tokens = Table(
+    "event_tokens",
+    metadata,
+    Column("search_id", Text, ForeignKey("searches.search_id"), primary_key=True),
+    Column("token", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
 )
 
 
@@ -237,12 +276,15 @@ def _to_candidate(r: RowMapping) -> Candidate:
         iteration=r["iteration"],
         parents=tuple(_loads(r["parents"])),
         proposed_at=r["proposed_at"],
+        document=r["document"],
+        params=r["params"],
+        model=r["model"],
     )
 
 
 def _to_evaluation(r: RowMapping) -> Evaluation:
     return Evaluation(
-        key=EvalKey(r["archid"], r["objective"], r["budget"], r["target"]),
+        key=EvalKey(r["archid"], r["objective"], r["budget"], r["target"], r["model"]),
         value=r["value"],
         unit=r["unit"],
         details=_loads(r["details"]),
@@ -274,8 +316,29 @@ def _to_event(r: RowMapping) -> Event:
     )
 
 
+def _to_failure(r: RowMapping) -> Failure:
+    return Failure(
+        search_id=r["search_id"],
+        archid=r["archid"],
+        objective=r["objective"],
+        reason=r["reason"],
+        kind=r["kind"],
+        created_at=r["created_at"],
+    )
+
+
 def _loads(textual: str) -> Any:
     return json.loads(textual)
+
+
+def _page(
+    conn: Connection, stmt: Select[Any], size: int, token: str, to: Callable[[RowMapping], T]
+) -> Page[T]:
+    """One page of ``stmt`` (ordered) from the position ``token`` names; a next token when rows remain."""
+    size, offset = limits.page_size(size), limits.page_offset(token)
+    rows = list(conn.execute(stmt.offset(offset).limit(size + 1)).mappings())
+    more = len(rows) > size
+    return Page([to(r) for r in rows[:size]], limits.page_token(offset + size) if more else "")
 
 
 # --- engines ---
@@ -307,6 +370,89 @@ def _sqlite_engine(url: URL) -> Engine:
 def _postgres_engine(url: URL) -> Engine:
     connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _migrate(conn: Connection, version: int) -> None:
+    """Bring a store of schema ``version`` to :data:`SCHEMA_VERSION`, one step at a time."""
+    if version < 2:
+        _migrate_to_2(conn)
+    if version < 3:
+        _migrate_to_3(conn)
+
+
+def _migrate_to_3(conn: Connection) -> None:
+    """Schema 2 -> 3: evaluation keys gain ``model`` (the built model's fingerprint). Stored evaluations
+    named no model: they keep ``""``, which no key made now has, so they stay readable (their searches'
+    candidates keep ``model = ""`` too) but never count for a new search. Candidates gain the document and
+    params of their archid's ArchRecord. Columns already there are left as they are."""
+    inspector = inspect(conn)
+    if "model" not in {c["name"] for c in inspector.get_columns("evaluations")}:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE evaluations ADD COLUMN model TEXT NOT NULL DEFAULT ''")
+            conn.exec_driver_sql("ALTER TABLE evaluations DROP CONSTRAINT uq_evaluations_key")
+            conn.exec_driver_sql(
+                "ALTER TABLE evaluations ADD CONSTRAINT uq_evaluations_key "
+                "UNIQUE (archid, model, objective, budget, target)"
+            )
+        else:  # SQLite cannot change a table's constraints: rebuild it
+            columns = ", ".join(c.name for c in evaluations.columns if c.name != "model")
+            conn.exec_driver_sql("ALTER TABLE evaluations RENAME TO evaluations_v2")
+            evaluations.create(conn)
+            conn.exec_driver_sql(f"INSERT INTO evaluations ({columns}) SELECT {columns} FROM evaluations_v2")
+            conn.exec_driver_sql("DROP TABLE evaluations_v2")
+    present = {c["name"] for c in inspector.get_columns("candidates")}
+    for column, kind, default in (
+        ("document", "TEXT", "''"),
+        ("params", "BIGINT", "0"),
+        ("model", "TEXT", "''"),
+    ):
+        if column not in present:
+            conn.exec_driver_sql(
+                f"ALTER TABLE candidates ADD COLUMN {column} {kind} NOT NULL DEFAULT {default}"
+            )
+    for column in ("document", "params"):
+        if column not in present:
+            conn.exec_driver_sql(
+                f"UPDATE candidates SET {column} = "
+                f"(SELECT archs.{column} FROM archs WHERE archs.archid = candidates.archid) "
+                "WHERE EXISTS (SELECT 1 FROM archs WHERE archs.archid = candidates.archid)"
+            )
+    log.info("store schema migrated to v3: evaluation keys name the model")
+
+
+def _migrate_to_2(conn: Connection) -> None:
+    """Schema 1 -> 2: a search's targets and failures were kept only in its event log; copy them into
+    their tables (the last ``targets`` event of a search, every ``evaluation_failed`` event)."""
+    rows = conn.execute(
+        select(events.c.search_id, events.c.kind, events.c.payload, events.c.created_at)
+        .where(events.c.kind.in_(["targets", "evaluation_failed"]))
+        .order_by(events.c.search_id, events.c.seq)
+    ).mappings()
+    last_targets: dict[str, dict[str, str]] = {}
+    for row in rows:
+        payload = _loads(row["payload"])
+        if not isinstance(payload, dict):
+            continue
+        if row["kind"] == "targets" and isinstance(payload.get("targets"), dict):
+            last_targets[row["search_id"]] = {str(k): str(v) for k, v in payload["targets"].items()}
+        elif row["kind"] == "evaluation_failed" and payload.get("archid"):
+            values = {
+                "search_id": row["search_id"],
+                "archid": str(payload["archid"]),
+                "objective": str(payload.get("objective", "")),
+                "reason": str(payload.get("error", "")),
+                "kind": "",
+                "created_at": row["created_at"],
+            }
+            exists = select(failures.c.id).where(
+                failures.c.search_id == values["search_id"], failures.c.archid == values["archid"]
+            )
+            if conn.execute(exists).first() is None:
+                conn.execute(insert(failures).values(values))
+    for search_id, found in last_targets.items():
+        for objective, target in found.items():
+            conn.execute(insert(targets).values(search_id=search_id, objective=objective, target=target))
+    log.info("store schema migrated to v2", extra={"searches": len(last_targets)})
 
 
 class SqlStore(Store):
@@ -363,6 +509,9 @@ class SqlStore(Store):
             metadata.create_all(conn)
             conn.execute(self._insert_ignore(schema_version, {"id": 1, "version": SCHEMA_VERSION}, ["id"]))
             version = conn.execute(select(schema_version.c.version)).scalar_one()
+            if version < SCHEMA_VERSION:
+                _migrate(conn, version)
+                conn.execute(update(schema_version).values(version=SCHEMA_VERSION))
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"store {self._url} has schema version {version}, newer than the {SCHEMA_VERSION} this "
@@ -400,6 +549,7 @@ class SqlStore(Store):
 
     # --- searches ---
     def create_search(self, search_id: str, name: str, config: str) -> SearchRecord:
+        limits.check_search(search_id, name, config)
         now = time.time()
         values = {
             "search_id": search_id,
@@ -422,16 +572,17 @@ class SqlStore(Store):
             raise NotFound(f"search {search_id!r} not found")
         return _to_search(row)
 
-    def list_searches(self) -> list[SearchRecord]:
+    def list_searches_page(self, page_size: int = 0, page_token: str = "") -> Page[SearchRecord]:
+        stmt = select(searches).order_by(searches.c.created_at, searches.c.id)
         with self._tx() as conn:
-            rows = conn.execute(select(searches).order_by(searches.c.created_at, searches.c.id)).mappings()
-            return [_to_search(r) for r in rows]
+            return _page(conn, stmt, page_size, page_token, _to_search)
 
     def set_search_status(self, search_id: str, status: SearchStatus, error: str = "") -> SearchRecord:
         try:
             status = SearchStatus(status)
         except ValueError as exc:
-            raise InvalidInput(f"unknown search status {status!r}") from exc
+            raise InvalidInput(f"unknown search status {limits.brief(status)}") from exc
+        error = limits.clip_error(error)
         stmt = (
             update(searches)
             .where(searches.c.search_id == search_id)
@@ -446,6 +597,7 @@ class SqlStore(Store):
 
     # --- architectures and candidates ---
     def put_arch(self, arch: ArchRecord) -> ArchRecord:
+        limits.check_arch(arch)
         values = {"archid": arch.archid, "document": arch.document, "params": arch.params}
         with self._tx(write=True) as conn:
             row = self._insert_or_compare(conn, archs, values, ["archid"], ["document", "params"])
@@ -459,31 +611,42 @@ class SqlStore(Store):
         return _to_arch(row)
 
     def add_candidate(self, candidate: Candidate) -> Candidate:
+        limits.check_candidate(candidate)
         values = {
             "search_id": candidate.search_id,
             "archid": candidate.archid,
             "iteration": candidate.iteration,
             "parents": _json(list(candidate.parents), "candidate parents"),
             "proposed_at": _now(candidate.proposed_at),
+            "document": candidate.document,
+            "params": candidate.params,
+            "model": candidate.model,
         }
+        compared = ["iteration", "parents", "document", "params", "model"]
         with self._tx(write=True) as conn:
             self._require_search(conn, candidate.search_id)
-            row = self._insert_or_compare(
-                conn, candidates, values, ["search_id", "archid"], ["iteration", "parents"]
-            )
+            row = self._insert_or_compare(conn, candidates, values, ["search_id", "archid"], compared)
         return _to_candidate(row)
 
-    def list_candidates(self, search_id: str) -> list[Candidate]:
+    def list_candidates_page(
+        self, search_id: str, page_size: int = 0, page_token: str = "", archid_prefix: str = ""
+    ) -> Page[Candidate]:
+        limits.check_text(archid_prefix, "archid_prefix", limits.MAX_ID_BYTES)
         stmt = select(candidates).where(candidates.c.search_id == search_id).order_by(candidates.c.id)
+        if archid_prefix:  # substr, not LIKE: SQLite's LIKE ignores case, PostgreSQL's does not
+            prefix = func.substr(candidates.c.archid, 1, len(archid_prefix)) == archid_prefix
+            stmt = stmt.where(prefix)
         with self._tx() as conn:
             self._require_search(conn, search_id)
-            return [_to_candidate(r) for r in conn.execute(stmt).mappings()]
+            return _page(conn, stmt, page_size, page_token, _to_candidate)
 
     # --- evaluations ---
     def put_evaluation(self, evaluation: Evaluation) -> Evaluation:
+        limits.check_evaluation(evaluation)
         key = evaluation.key
         values = {
             "archid": key.archid,
+            "model": key.model,
             "objective": key.objective,
             "budget": key.budget,
             "target": key.target,
@@ -499,7 +662,7 @@ class SqlStore(Store):
                 conn,
                 evaluations,
                 values,
-                ["archid", "objective", "budget", "target"],
+                ["archid", "model", "objective", "budget", "target"],
                 ["value", "unit", "details", "worker", "seconds"],
             )
         return _to_evaluation(row)
@@ -519,17 +682,19 @@ class SqlStore(Store):
                         found[ev.key] = ev
         return found
 
-    def list_evaluations(self, archids: Sequence[str]) -> list[Evaluation]:
-        rows: list[RowMapping] = []
+    def list_evaluations_page(
+        self, archids: Sequence[str], page_size: int = 0, page_token: str = ""
+    ) -> Page[Evaluation]:
+        wanted = sorted(set(archids))
+        if len(wanted) > limits.MAX_REQUEST_KEYS:
+            raise InvalidInput(f"archids: {len(wanted)} is more than {limits.MAX_REQUEST_KEYS} per request")
+        stmt = select(evaluations).where(evaluations.c.archid.in_(wanted)).order_by(evaluations.c.id)
         with self._tx() as conn:
-            for chunk in _chunks(sorted(set(archids))):
-                stmt = select(evaluations).where(evaluations.c.archid.in_(chunk))
-                rows.extend(conn.execute(stmt).mappings())
-        rows.sort(key=lambda r: r["id"])
-        return [_to_evaluation(r) for r in rows]
+            return _page(conn, stmt, page_size, page_token, _to_evaluation)
 
     # --- iterations ---
     def put_iteration(self, record: IterationRecord) -> IterationRecord:
+        limits.check_iteration(record)
         values = {
             "search_id": record.search_id,
             "iteration": record.iteration,
@@ -550,14 +715,58 @@ class SqlStore(Store):
             )
         return _to_iteration(row)
 
-    def list_iterations(self, search_id: str) -> list[IterationRecord]:
+    def list_iterations_page(
+        self, search_id: str, page_size: int = 0, page_token: str = ""
+    ) -> Page[IterationRecord]:
         stmt = select(iterations).where(iterations.c.search_id == search_id).order_by(iterations.c.iteration)
         with self._tx() as conn:
             self._require_search(conn, search_id)
-            return [_to_iteration(r) for r in conn.execute(stmt).mappings()]
+            return _page(conn, stmt, page_size, page_token, _to_iteration)
+
+    # --- search state ---
+    def put_targets(self, search_id: str, targets_: Mapping[str, str]) -> dict[str, str]:
+        limits.check_targets(search_id, targets_)
+        with self._tx(write=True) as conn:
+            self._require_search(conn, search_id)
+            for objective, target in sorted(targets_.items()):
+                values = {"search_id": search_id, "objective": objective, "target": target}
+                self._insert_or_compare(conn, targets, values, ["search_id", "objective"], ["target"])
+            return self._targets(conn, search_id)
+
+    def get_targets(self, search_id: str) -> dict[str, str]:
+        with self._tx() as conn:
+            self._require_search(conn, search_id)
+            return self._targets(conn, search_id)
+
+    @staticmethod
+    def _targets(conn: Connection, search_id: str) -> dict[str, str]:
+        stmt = select(targets).where(targets.c.search_id == search_id).order_by(targets.c.objective)
+        return {r["objective"]: r["target"] for r in conn.execute(stmt).mappings()}
+
+    def put_failure(self, failure: Failure) -> Failure:
+        failure = limits.check_failure(failure)
+        values = {
+            "search_id": failure.search_id,
+            "archid": failure.archid,
+            "objective": failure.objective,
+            "reason": failure.reason,
+            "kind": failure.kind,
+            "created_at": _now(failure.created_at),
+        }
+        with self._tx(write=True) as conn:
+            self._require_search(conn, failure.search_id)
+            row = self._insert_or_compare(conn, failures, values, ["search_id", "archid"], [])
+        return _to_failure(row)
+
+    def list_failures(self, search_id: str) -> list[Failure]:
+        stmt = select(failures).where(failures.c.search_id == search_id).order_by(failures.c.id)
+        with self._tx() as conn:
+            self._require_search(conn, search_id)
+            return [_to_failure(r) for r in conn.execute(stmt).mappings()]
 
     # --- events ---
-    def append_event(self, search_id: str, kind: str, payload: dict[str, object]) -> Event:
+    def append_event(self, search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:
+        limits.check_event(search_id, kind, payload)
         body = _json(payload, "event payload")
         bump = (
             update(searches)
@@ -566,6 +775,13 @@ class SqlStore(Store):
             .returning(searches.c.last_seq)
         )
         with self._tx(write=True) as conn:
+            if token:
+                if self._postgres:  # serialise appenders of this search before looking the token up
+                    lock = select(searches.c.id).where(searches.c.search_id == search_id).with_for_update()
+                    conn.execute(lock)
+                logged = self._event_by_token(conn, search_id, token)
+                if logged is not None:
+                    return logged
             seq = conn.execute(bump).scalar_one_or_none()
             if seq is None:
                 raise NotFound(f"search {search_id!r} not found")
@@ -575,11 +791,28 @@ class SqlStore(Store):
                     search_id=search_id, seq=seq, kind=kind, payload=body, created_at=created
                 )
             )
+            if token:
+                conn.execute(insert(event_tokens).values(search_id=search_id, token=token, seq=seq))
         return Event(search_id, seq, kind, _loads(body), created)
+
+    @staticmethod
+    def _event_by_token(conn: Connection, search_id: str, token: str) -> Event | None:
+        """The event logged under ``token`` (the caller's write transaction serialises appenders)."""
+        stmt = (
+            select(events)
+            .join(
+                event_tokens,
+                and_(event_tokens.c.search_id == events.c.search_id, event_tokens.c.seq == events.c.seq),
+            )
+            .where(event_tokens.c.search_id == search_id, event_tokens.c.token == token)
+        )
+        row = conn.execute(stmt).mappings().first()
+        return None if row is None else _to_event(row)
 
     def list_events(self, search_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}")
+        limits.check_int(after_seq, "after_seq", limits.INT64)
         stmt = (
             select(events)
             .where(events.c.search_id == search_id, events.c.seq > after_seq)

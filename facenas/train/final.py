@@ -21,6 +21,7 @@ from facenas.errors import InvalidInput
 from facenas.model import build_model, export_onnx, verify_onnx
 from facenas.space.hgnet import Arch
 from facenas.space.params import SearchSpaceParams
+from facenas.train.accel import resolve_accel
 from facenas.train.loop import Batch, TrainingConfig, evaluate, make_loader, resolve_device, train_steps
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -86,10 +87,11 @@ def train_final(
     _atomic_write(out / "arch.json", lambda tmp: tmp.write_text(arch.to_json(), encoding="utf-8"))
 
     state = _load_last(checkpoints, arch.archid)
-    device = resolve_device(config.device)
+    accel = resolve_accel(resolve_device(config.device), config.num_workers, config.precision)
     torch.manual_seed(config.seed)
-    model = build_model(arch.spec, params.num_classes, params.in_channels).to(device)
+    model = accel.setup(build_model(arch.spec, params.num_classes, params.in_channels))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scaler = accel.grad_scaler()
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if state is not None:
@@ -98,13 +100,17 @@ def train_final(
         torch.set_rng_state(state["torch_rng"])
         history = list(state["history"])
         start_epoch = int(state["epoch"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
 
-    val_loader = make_loader(val_set, config.eval_batch_size, False, config.seed, config.num_workers)
+    workers, pin = accel.loader_workers, accel.pin_memory
+    val_loader = make_loader(val_set, config.eval_batch_size, False, config.seed, workers, pin)
     for epoch in range(start_epoch + 1, epochs + 1):
-        loader = make_loader(train_set, config.batch_size, True, config.seed + epoch, config.num_workers)
+        loader = make_loader(train_set, config.batch_size, True, config.seed + epoch, workers, pin)
         began = time.perf_counter()
-        losses = train_steps(model, loader, optimizer, len(loader), device, on_step)
-        meter = evaluate(model, val_loader, params.num_classes, device, config.max_eval_batches)
+        steps = train_steps(model, loader, optimizer, len(loader), accel.device, on_step, accel, scaler)
+        losses = steps.losses
+        meter = evaluate(model, val_loader, params.num_classes, accel.device, config.max_eval_batches, accel)
         record = {
             "epoch": epoch,
             "train_loss": sum(losses) / len(losses),
@@ -119,6 +125,7 @@ def train_final(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "history": history,
             "config": asdict(config),
         }
@@ -127,7 +134,7 @@ def train_final(
         if on_epoch is not None:
             on_epoch(record)
 
-    model.cpu()
+    accel.release(model).cpu()
     _save(model.state_dict(), out / "model.ckpt")
     export = export_onnx(model, params.img_size, params.in_channels)
     diff = verify_onnx(model, export, atol=1e-3)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facenas.data.classes import IGNORE_INDEX
 from facenas.errors import ConfigError
+from facenas.train.accel import AUTO_WORKERS, PRECISIONS, Accel, resolve_accel
 from facenas.train.metrics import SegmentationMeter
 
 StepCallback = Callable[[int, int, float], None]
@@ -25,6 +26,8 @@ class TrainingConfig:
     """Archai's recipe: Adam lr 2e-4, no schedule, batch 16, 1 epoch, CE(ignore 255), no augmentation.
 
     Exactly one budget applies: ``steps`` when given, otherwise ``epochs`` (fractions allowed).
+    ``num_workers``: DataLoader worker processes, -1 = automatic (0 on CPU, a few on CUDA).
+    ``precision``: ``auto`` (fp32 on CPU; bf16 on CUDA where supported, else fp16), fp32, bf16 or fp16.
     """
 
     batch_size: int = 16
@@ -35,7 +38,8 @@ class TrainingConfig:
     max_eval_batches: int | None = None
     seed: int = 0
     device: str = "auto"
-    num_workers: int = 0
+    num_workers: int = AUTO_WORKERS
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         problems = []
@@ -53,8 +57,10 @@ class TrainingConfig:
             problems.append(f"max_eval_batches: {self.max_eval_batches} must be >= 1")
         if self.device not in {"auto", "cpu", "cuda"} and not self.device.startswith("cuda:"):
             problems.append(f"device: {self.device!r} must be auto, cpu, cuda or cuda:N")
-        if not 0 <= self.num_workers <= 64:
-            problems.append(f"num_workers: {self.num_workers} must be in [0, 64]")
+        if not AUTO_WORKERS <= self.num_workers <= 64:
+            problems.append(f"num_workers: {self.num_workers} must be -1 (automatic) or in [0, 64]")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision: {self.precision!r} must be one of {', '.join(PRECISIONS)}")
         if problems:
             raise ConfigError(problems)
 
@@ -77,6 +83,10 @@ class TrainResult:
     train_seconds: float
     eval_seconds: float
     device: str
+    data_wait_seconds: float = 0.0  # of train_seconds, spent waiting for the next batch
+    images_per_second: float = 0.0  # training images per second of the step loop
+    precision: str = "fp32"
+    loader_workers: int = 0
     losses: list[float] = field(repr=False, default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,11 +103,18 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def make_loader(
-    dataset: Dataset[Batch], batch_size: int, shuffle: bool, seed: int, workers: int
+    dataset: Dataset[Batch], batch_size: int, shuffle: bool, seed: int, workers: int, pin_memory: bool = False
 ) -> DataLoader[Batch]:
+    """Seeded batches; ``workers`` processes stay up across passes."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
     )
 
 
@@ -107,6 +124,16 @@ def cycle(loader: DataLoader[Batch]) -> Iterator[Batch]:
         yield from loader
 
 
+@dataclass(frozen=True)
+class StepLog:
+    """What :func:`train_steps` did: per-step losses, images seen, time waiting for data and in all."""
+
+    losses: list[float]
+    images: int
+    data_wait_seconds: float
+    seconds: float
+
+
 def train_steps(
     model: nn.Module,
     loader: DataLoader[Batch],
@@ -114,23 +141,37 @@ def train_steps(
     steps: int,
     device: torch.device,
     on_step: StepCallback | None = None,
-) -> list[float]:
-    """Run ``steps`` optimisation steps and return the per-step losses."""
+    accel: Accel | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> StepLog:
+    """Run ``steps`` optimisation steps (``accel``: precision and copies; ``scaler`` for fp16)."""
+    accel = accel or Accel(device)
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     model.train()
     losses: list[float] = []
+    images_seen, waited = 0, 0.0
     batches = cycle(loader)
+    began = time.perf_counter()
     for step in range(steps):
+        fetch = time.perf_counter()
         images, masks = next(batches)
-        images, masks = images.to(device), masks.to(device)
+        waited += time.perf_counter() - fetch
+        images, masks = accel.batch(images, masks)
+        images_seen += images.shape[0]
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(images), masks)
-        loss.backward()
-        optimizer.step()
+        with accel.autocast():
+            loss = criterion(model(images), masks)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step + 1, steps, losses[-1])
-    return losses
+    return StepLog(losses, images_seen, waited, time.perf_counter() - began)
 
 
 @torch.no_grad()
@@ -140,14 +181,19 @@ def evaluate(
     num_classes: int,
     device: torch.device,
     max_batches: int | None = None,
+    accel: Accel | None = None,
 ) -> SegmentationMeter:
     """Per-batch and global mIOU of ``model`` over ``loader``."""
+    accel = accel or Accel(device)
     model.eval()
     meter = SegmentationMeter(num_classes)
-    for index, (images, masks) in enumerate(loader):
+    for index, batch in enumerate(loader):
         if max_batches is not None and index >= max_batches:
             break
-        meter.update(model(images.to(device)), masks.to(device))
+        images, masks = accel.batch(*batch)
+        with accel.autocast():
+            logits = model(images)
+        meter.update(logits, masks)
     return meter
 
 
@@ -161,18 +207,21 @@ def partial_train(
 ) -> TrainResult:
     """Train ``model`` for the configured budget from a fixed seed, then evaluate on ``val_set``."""
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    model.to(device)
-    loader = make_loader(train_set, config.batch_size, True, config.seed, config.num_workers)
+    accel = resolve_accel(resolve_device(config.device), config.num_workers, config.precision)
+    accel.setup(model)
+    workers, pin = accel.loader_workers, accel.pin_memory
+    loader = make_loader(train_set, config.batch_size, True, config.seed, workers, pin)
     if len(loader) == 0:
         raise ConfigError(["training split is empty"])
     steps = config.total_steps(len(loader))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     start = time.perf_counter()
-    losses = train_steps(model, loader, optimizer, steps, device, on_step)
+    log = train_steps(model, loader, optimizer, steps, accel.device, on_step, accel, accel.grad_scaler())
     trained = time.perf_counter()
-    val_loader = make_loader(val_set, config.eval_batch_size, False, config.seed, config.num_workers)
-    meter = evaluate(model, val_loader, num_classes, device, config.max_eval_batches)
+    val_loader = make_loader(val_set, config.eval_batch_size, False, config.seed, workers, pin)
+    meter = evaluate(model, val_loader, num_classes, accel.device, config.max_eval_batches, accel)
+    accel.release(model)
+    losses = log.losses
     window = max(1, min(10, len(losses) // 5))
     return TrainResult(
         val_miou=meter.archai_miou,
@@ -183,6 +232,10 @@ def partial_train(
         epochs=steps / len(loader),
         train_seconds=trained - start,
         eval_seconds=time.perf_counter() - trained,
-        device=str(device),
+        device=str(accel.device),
+        data_wait_seconds=log.data_wait_seconds,
+        images_per_second=log.images / log.seconds if log.seconds > 0 else 0.0,
+        precision=accel.precision,
+        loader_workers=workers,
         losses=losses,
     )

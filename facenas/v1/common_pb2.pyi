@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,72 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _JobState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
+    JOB_STATE_QUEUED: _JobState.ValueType  # 1
+    JOB_STATE_RUNNING: _JobState.ValueType  # 2
+    JOB_STATE_SUCCEEDED: _JobState.ValueType  # 3
+    JOB_STATE_FAILED: _JobState.ValueType  # 4
+    JOB_STATE_CANCELLED: _JobState.ValueType  # 5
+
+class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
+    """An evaluation is a job on the worker, keyed by its evaluation key (archid, objective, budget,
+    target): it outlives the connection that asked for it.
+    """
+
+JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
+JOB_STATE_QUEUED: JobState.ValueType  # 1
+JOB_STATE_RUNNING: JobState.ValueType  # 2
+JOB_STATE_SUCCEEDED: JobState.ValueType  # 3
+JOB_STATE_FAILED: JobState.ValueType  # 4
+JOB_STATE_CANCELLED: JobState.ValueType  # 5
+Global___JobState: _TypeAlias = JobState  # noqa: Y015
+
+class _FailureKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FailureKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAILURE_KIND_UNSPECIFIED: _FailureKind.ValueType  # 0
+    FAILURE_KIND_INVALID: _FailureKind.ValueType  # 1
+    """The architecture or request cannot be evaluated (a bad model, not a sick replica): do not retry."""
+    FAILURE_KIND_UNAVAILABLE: _FailureKind.ValueType  # 2
+    """Something this worker needs is unavailable (no board, shutting down): retry on another replica."""
+    FAILURE_KIND_UNSTABLE: _FailureKind.ValueType  # 3
+    """The measurement would not settle (a busy host, high dispersion): never keep it; measure again later."""
+    FAILURE_KIND_ERROR: _FailureKind.ValueType  # 4
+    """The evaluation raised: worth one more try elsewhere."""
+    FAILURE_KIND_NOT_EVALUABLE: _FailureKind.ValueType  # 5
+    """This architecture cannot be evaluated on this target (export, conversion, quantization or measurement
+    of the model failed, and would fail the same way on any replica): fail the candidate once, with the
+    reason; the replica is fine.
+    """
+
+class FailureKind(_FailureKind, metaclass=_FailureKindEnumTypeWrapper):
+    """Why a job failed, which decides what the caller does next."""
+
+FAILURE_KIND_UNSPECIFIED: FailureKind.ValueType  # 0
+FAILURE_KIND_INVALID: FailureKind.ValueType  # 1
+"""The architecture or request cannot be evaluated (a bad model, not a sick replica): do not retry."""
+FAILURE_KIND_UNAVAILABLE: FailureKind.ValueType  # 2
+"""Something this worker needs is unavailable (no board, shutting down): retry on another replica."""
+FAILURE_KIND_UNSTABLE: FailureKind.ValueType  # 3
+"""The measurement would not settle (a busy host, high dispersion): never keep it; measure again later."""
+FAILURE_KIND_ERROR: FailureKind.ValueType  # 4
+"""The evaluation raised: worth one more try elsewhere."""
+FAILURE_KIND_NOT_EVALUABLE: FailureKind.ValueType  # 5
+"""This architecture cannot be evaluated on this target (export, conversion, quantization or measurement
+of the model failed, and would fail the same way on any replica): fail the candidate once, with the
+reason; the replica is fine.
+"""
+Global___FailureKind: _TypeAlias = FailureKind  # noqa: Y015
 
 @_typing.final
 class Architecture(_message.Message):
@@ -256,7 +323,7 @@ class DescribeResponse(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     worker: _builtins.str
     capacity: _builtins.int
-    """Evaluations this replica runs at once."""
+    """Evaluations this replica runs at once (slots per device x devices)."""
     @_builtins.property
     def objectives(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -276,3 +343,288 @@ class DescribeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DescribeResponse: _TypeAlias = DescribeResponse  # noqa: Y015
+
+@_typing.final
+class JobProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    ETA_S_FIELD_NUMBER: _builtins.int
+    ELAPSED_S_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    phase: _builtins.str
+    """"queued", then the backend's phases, e.g. "train", "evaluate", "export", "measure"."""
+    step: _builtins.int
+    total: _builtins.int
+    loss: _builtins.float
+    eta_s: _builtins.float
+    """Seconds left in this phase at the phase's rate so far (absent while unknown)."""
+    elapsed_s: _builtins.float
+    """Seconds since the job started running (0 while queued)."""
+    queue_position: _builtins.int
+    """Place in the worker's queue (1 = next) while queued, else 0."""
+    def __init__(
+        self,
+        *,
+        phase: _builtins.str = ...,
+        step: _builtins.int = ...,
+        total: _builtins.int = ...,
+        loss: _builtins.float | None = ...,
+        eta_s: _builtins.float | None = ...,
+        elapsed_s: _builtins.float = ...,
+        queue_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_eta_s", b"_eta_s", "_loss", b"_loss", "eta_s", b"eta_s", "loss", b"loss"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_s", b"_eta_s", "_loss", b"_loss", "elapsed_s", b"elapsed_s", "eta_s", b"eta_s", "loss", b"loss", "phase", b"phase", "queue_position", b"queue_position", "step", b"step", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__eta_s: _TypeAlias = _typing.Literal["eta_s"]  # noqa: Y015
+    _WhichOneofArgType__eta_s: _TypeAlias = _typing.Literal["_eta_s", b"_eta_s"]  # noqa: Y015
+    _WhichOneofReturnType__loss: _TypeAlias = _typing.Literal["loss"]  # noqa: Y015
+    _WhichOneofArgType__loss: _TypeAlias = _typing.Literal["_loss", b"_loss"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__eta_s) -> _WhichOneofReturnType__eta_s | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__loss) -> _WhichOneofReturnType__loss | None: ...
+
+Global___JobProgress: _TypeAlias = JobProgress  # noqa: Y015
+
+@_typing.final
+class Job(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ARCHID_FIELD_NUMBER: _builtins.int
+    OBJECTIVE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    OWNERS_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Derived from the evaluation key: the same key is the same job."""
+    archid: _builtins.str
+    objective: _builtins.str
+    budget: _builtins.str
+    target: _builtins.str
+    state: Global___JobState.ValueType
+    failure: Global___FailureKind.ValueType
+    error: _builtins.str
+    worker: _builtins.str
+    device: _builtins.str
+    created_at: _builtins.float
+    """Unix seconds on the worker's clock."""
+    started_at: _builtins.float
+    finished_at: _builtins.float
+    model: _builtins.str
+    """The fingerprint of the model it builds (store.proto's EvalKey.model)."""
+    @_builtins.property
+    def progress(self) -> Global___JobProgress: ...
+    @_builtins.property
+    def result(self) -> Global___EvaluateResponse:
+        """Set when state is SUCCEEDED."""
+
+    @_builtins.property
+    def owners(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who asked for it (e.g. search ids); the job is cancelled when its last owner cancels."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        archid: _builtins.str = ...,
+        objective: _builtins.str = ...,
+        budget: _builtins.str = ...,
+        target: _builtins.str = ...,
+        state: Global___JobState.ValueType = ...,
+        progress: Global___JobProgress | None = ...,
+        result: Global___EvaluateResponse | None = ...,
+        failure: Global___FailureKind.ValueType = ...,
+        error: _builtins.str = ...,
+        owners: _abc.Iterable[_builtins.str] | None = ...,
+        worker: _builtins.str = ...,
+        device: _builtins.str = ...,
+        created_at: _builtins.float = ...,
+        started_at: _builtins.float = ...,
+        finished_at: _builtins.float = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid", b"archid", "budget", b"budget", "created_at", b"created_at", "device", b"device", "error", b"error", "failure", b"failure", "finished_at", b"finished_at", "job_id", b"job_id", "model", b"model", "objective", b"objective", "owners", b"owners", "progress", b"progress", "result", b"result", "started_at", b"started_at", "state", b"state", "target", b"target", "worker", b"worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class SubmitJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    @_builtins.property
+    def request(self) -> Global___EvaluateRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___EvaluateRequest | None = ...,
+        owner: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitJobRequest: _TypeAlias = SubmitJobRequest  # noqa: Y015
+
+@_typing.final
+class SubmitJobReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    ATTACHED_FIELD_NUMBER: _builtins.int
+    attached: _builtins.bool
+    """True when the key was already queued, running or finished here: the caller joined that job."""
+    @_builtins.property
+    def job(self) -> Global___Job: ...
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+        attached: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitJobReply: _TypeAlias = SubmitJobReply  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_S_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    heartbeat_s: _builtins.float
+    """The longest silence between two messages; the worker re-sends the job's state at least this often
+    (default 10 s, within [0.05, 60]).
+    """
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        heartbeat_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_s", b"heartbeat_s", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class CancelJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """One job, or every active job of owner when empty."""
+    owner: _builtins.str
+    """Removes this owner; the job stops when no owner is left. Empty: cancel regardless of owners."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        owner: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
+
+@_typing.final
+class CancelJobReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobReply: _TypeAlias = CancelJobReply  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    ACTIVE_ONLY_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """Only jobs of this owner (empty: all)."""
+    active_only: _builtins.bool
+    """Only queued and running jobs (else finished ones the worker still keeps too)."""
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        active_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_only", b"active_only", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsReply: _TypeAlias = ListJobsReply  # noqa: Y015

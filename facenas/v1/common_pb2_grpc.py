@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class EvaluatorStub:
     """Every objective service (trainer, latency_cpu, latency_snp) implements this contract, so the
-    searcher dispatches to all of them the same way.
+    searcher dispatches to all of them the same way: submit (or join) a job, watch its progress until it
+    ends, cancel it.
     """
 
     def __init__(self, channel):
@@ -41,16 +42,32 @@ class EvaluatorStub:
                 request_serializer=facenas_dot_v1_dot_common__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=facenas_dot_v1_dot_common__pb2.DescribeResponse.FromString,
                 _registered_method=True)
-        self.Evaluate = channel.unary_unary(
-                '/facenas.v1.Evaluator/Evaluate',
-                request_serializer=facenas_dot_v1_dot_common__pb2.EvaluateRequest.SerializeToString,
-                response_deserializer=facenas_dot_v1_dot_common__pb2.EvaluateResponse.FromString,
+        self.SubmitJob = channel.unary_unary(
+                '/facenas.v1.Evaluator/SubmitJob',
+                request_serializer=facenas_dot_v1_dot_common__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_common__pb2.SubmitJobReply.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/facenas.v1.Evaluator/WatchJob',
+                request_serializer=facenas_dot_v1_dot_common__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_common__pb2.Job.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/facenas.v1.Evaluator/CancelJob',
+                request_serializer=facenas_dot_v1_dot_common__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_common__pb2.CancelJobReply.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/facenas.v1.Evaluator/ListJobs',
+                request_serializer=facenas_dot_v1_dot_common__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_common__pb2.ListJobsReply.FromString,
                 _registered_method=True)
 
 
 class EvaluatorServicer:
     """Every objective service (trainer, latency_cpu, latency_snp) implements this contract, so the
-    searcher dispatches to all of them the same way.
+    searcher dispatches to all of them the same way: submit (or join) a job, watch its progress until it
+    ends, cancel it.
     """
 
     def Describe(self, request, context):
@@ -59,7 +76,27 @@ class EvaluatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Evaluate(self, request, context):
+    def SubmitJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The job's state now, then on every change (at most a few a second) and at least every heartbeat,
+        until a final state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,10 +110,25 @@ def add_EvaluatorServicer_to_server(servicer, server):
                     request_deserializer=facenas_dot_v1_dot_common__pb2.DescribeRequest.FromString,
                     response_serializer=facenas_dot_v1_dot_common__pb2.DescribeResponse.SerializeToString,
             ),
-            'Evaluate': grpc.unary_unary_rpc_method_handler(
-                    servicer.Evaluate,
-                    request_deserializer=facenas_dot_v1_dot_common__pb2.EvaluateRequest.FromString,
-                    response_serializer=facenas_dot_v1_dot_common__pb2.EvaluateResponse.SerializeToString,
+            'SubmitJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJob,
+                    request_deserializer=facenas_dot_v1_dot_common__pb2.SubmitJobRequest.FromString,
+                    response_serializer=facenas_dot_v1_dot_common__pb2.SubmitJobReply.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=facenas_dot_v1_dot_common__pb2.WatchJobRequest.FromString,
+                    response_serializer=facenas_dot_v1_dot_common__pb2.Job.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=facenas_dot_v1_dot_common__pb2.CancelJobRequest.FromString,
+                    response_serializer=facenas_dot_v1_dot_common__pb2.CancelJobReply.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=facenas_dot_v1_dot_common__pb2.ListJobsRequest.FromString,
+                    response_serializer=facenas_dot_v1_dot_common__pb2.ListJobsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,7 +140,8 @@ def add_EvaluatorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Evaluator:
     """Every objective service (trainer, latency_cpu, latency_snp) implements this contract, so the
-    searcher dispatches to all of them the same way.
+    searcher dispatches to all of them the same way: submit (or join) a job, watch its progress until it
+    ends, cancel it.
     """
 
     @staticmethod
@@ -119,7 +172,7 @@ class Evaluator:
             _registered_method=True)
 
     @staticmethod
-    def Evaluate(request,
+    def SubmitJob(request,
             target,
             options=(),
             channel_credentials=None,
@@ -132,9 +185,90 @@ class Evaluator:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/facenas.v1.Evaluator/Evaluate',
-            facenas_dot_v1_dot_common__pb2.EvaluateRequest.SerializeToString,
-            facenas_dot_v1_dot_common__pb2.EvaluateResponse.FromString,
+            '/facenas.v1.Evaluator/SubmitJob',
+            facenas_dot_v1_dot_common__pb2.SubmitJobRequest.SerializeToString,
+            facenas_dot_v1_dot_common__pb2.SubmitJobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/facenas.v1.Evaluator/WatchJob',
+            facenas_dot_v1_dot_common__pb2.WatchJobRequest.SerializeToString,
+            facenas_dot_v1_dot_common__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Evaluator/CancelJob',
+            facenas_dot_v1_dot_common__pb2.CancelJobRequest.SerializeToString,
+            facenas_dot_v1_dot_common__pb2.CancelJobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Evaluator/ListJobs',
+            facenas_dot_v1_dot_common__pb2.ListJobsRequest.SerializeToString,
+            facenas_dot_v1_dot_common__pb2.ListJobsReply.FromString,
             options,
             channel_credentials,
             insecure,

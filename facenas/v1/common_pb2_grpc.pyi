@@ -28,7 +28,8 @@ GRPC_VERSION: str
 
 class EvaluatorStub:
     """Every objective service (trainer, latency_cpu, latency_snp) implements this contract, so the
-    searcher dispatches to all of them the same way.
+    searcher dispatches to all of them the same way: submit (or join) a job, watch its progress until it
+    ends, cancel it.
     """
 
     @_typing.overload
@@ -36,21 +37,35 @@ class EvaluatorStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EvaluatorAsyncStub: ...
     Describe: _grpc.UnaryUnaryMultiCallable[_common_pb2.DescribeRequest, _common_pb2.DescribeResponse]
-    Evaluate: _grpc.UnaryUnaryMultiCallable[_common_pb2.EvaluateRequest, _common_pb2.EvaluateResponse]
+    SubmitJob: _grpc.UnaryUnaryMultiCallable[_common_pb2.SubmitJobRequest, _common_pb2.SubmitJobReply]
+    WatchJob: _grpc.UnaryStreamMultiCallable[_common_pb2.WatchJobRequest, _common_pb2.Job]
+    """The job's state now, then on every change (at most a few a second) and at least every heartbeat,
+    until a final state.
+    """
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_common_pb2.CancelJobRequest, _common_pb2.CancelJobReply]
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_common_pb2.ListJobsRequest, _common_pb2.ListJobsReply]
 
 @_typing.type_check_only
 class EvaluatorAsyncStub(EvaluatorStub):
     """Every objective service (trainer, latency_cpu, latency_snp) implements this contract, so the
-    searcher dispatches to all of them the same way.
+    searcher dispatches to all of them the same way: submit (or join) a job, watch its progress until it
+    ends, cancel it.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Describe: _aio.UnaryUnaryMultiCallable[_common_pb2.DescribeRequest, _common_pb2.DescribeResponse]  # type: ignore[assignment]
-    Evaluate: _aio.UnaryUnaryMultiCallable[_common_pb2.EvaluateRequest, _common_pb2.EvaluateResponse]  # type: ignore[assignment]
+    SubmitJob: _aio.UnaryUnaryMultiCallable[_common_pb2.SubmitJobRequest, _common_pb2.SubmitJobReply]  # type: ignore[assignment]
+    WatchJob: _aio.UnaryStreamMultiCallable[_common_pb2.WatchJobRequest, _common_pb2.Job]  # type: ignore[assignment]
+    """The job's state now, then on every change (at most a few a second) and at least every heartbeat,
+    until a final state.
+    """
+    CancelJob: _aio.UnaryUnaryMultiCallable[_common_pb2.CancelJobRequest, _common_pb2.CancelJobReply]  # type: ignore[assignment]
+    ListJobs: _aio.UnaryUnaryMultiCallable[_common_pb2.ListJobsRequest, _common_pb2.ListJobsReply]  # type: ignore[assignment]
 
 class EvaluatorServicer(metaclass=_abc_1.ABCMeta):
     """Every objective service (trainer, latency_cpu, latency_snp) implements this contract, so the
-    searcher dispatches to all of them the same way.
+    searcher dispatches to all of them the same way: submit (or join) a job, watch its progress until it
+    ends, cancel it.
     """
 
     @_abc_1.abstractmethod
@@ -61,10 +76,34 @@ class EvaluatorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_common_pb2.DescribeResponse, _abc.Awaitable[_common_pb2.DescribeResponse]]: ...
 
     @_abc_1.abstractmethod
-    def Evaluate(
+    def SubmitJob(
         self,
-        request: _common_pb2.EvaluateRequest,
+        request: _common_pb2.SubmitJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.EvaluateResponse, _abc.Awaitable[_common_pb2.EvaluateResponse]]: ...
+    ) -> _typing.Union[_common_pb2.SubmitJobReply, _abc.Awaitable[_common_pb2.SubmitJobReply]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _common_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_common_pb2.Job], _abc.AsyncIterator[_common_pb2.Job]]:
+        """The job's state now, then on every change (at most a few a second) and at least every heartbeat,
+        until a final state.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _common_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.CancelJobReply, _abc.Awaitable[_common_pb2.CancelJobReply]]: ...
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _common_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.ListJobsReply, _abc.Awaitable[_common_pb2.ListJobsReply]]: ...
 
 def add_EvaluatorServicer_to_server(servicer: EvaluatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from facenas.v1 import common_pb2 as facenas_dot_v1_dot_common__pb2
 from facenas.v1 import store_pb2 as facenas_dot_v1_dot_store__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x61\x63\x65nas/v1/searcher.proto\x12\nfacenas.v1\x1a\x17\x66\x61\x63\x65nas/v1/common.proto\x1a\x16\x66\x61\x63\x65nas/v1/store.proto\"E\n\x12StartSearchRequest\x12\x0e\n\x06\x63onfig\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tsearch_id\x18\x03 \x01(\t\"\x1e\n\tSearchRef\x12\x11\n\tsearch_id\x18\x01 \x01(\t\":\n\x12WatchSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"@\n\x11ListSearchesReply\x12+\n\x08searches\x18\x01 \x03(\x0b\x32\x19.facenas.v1.SearchSummary\"\x95\x01\n\rSearchSummary\x12(\n\x06search\x18\x01 \x01(\x0b\x32\x18.facenas.v1.SearchRecord\x12\x17\n\x0fiterations_done\x18\x02 \x01(\x05\x12\x18\n\x10\x65valuations_done\x18\x03 \x01(\x05\x12\x12\n\ncandidates\x18\x04 \x01(\x05\x12\x13\n\x0bhypervolume\x18\x05 \x01(\x01\"\xa0\x01\n\x0bParetoPoint\x12\x0e\n\x06\x61rchid\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12;\n\nobjectives\x18\x03 \x03(\x0b\x32\'.facenas.v1.ParetoPoint.ObjectivesEntry\x1a\x31\n\x0fObjectivesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8a\x01\n\x0bParetoReply\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x17\n\x0fobjective_names\x18\x03 \x03(\t\x12\'\n\x06points\x18\x04 \x03(\x0b\x32\x17.facenas.v1.ParetoPoint\x12\x13\n\x0bhypervolume\x18\x05 \x01(\x01\";\n\x16GetArchitectureRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61rchid\x18\x02 \x01(\t\"\xed\x01\n\x11\x41rchitectureReply\x12.\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x18.facenas.v1.Architecture\x12\x0e\n\x06params\x18\x02 \x01(\x03\x12\x41\n\nobjectives\x18\x03 \x03(\x0b\x32-.facenas.v1.ArchitectureReply.ObjectivesEntry\x12\x0f\n\x07parents\x18\x04 \x03(\t\x12\x11\n\titeration\x18\x05 \x01(\x05\x1a\x31\n\x0fObjectivesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\'\n\x13ValidateConfigReply\x12\x10\n\x08problems\x18\x01 \x03(\t\"\x82\x01\n\tObjective\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdirection\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x16\n\x0ehas_constraint\x18\x04 \x01(\x08\x12\x16\n\x0e\x63onstraint_min\x18\x05 \x01(\x01\x12\x16\n\x0e\x63onstraint_max\x18\x06 \x01(\x01\"\xef\x01\n\x0e\x43\x61ndidateState\x12\x0e\n\x06\x61rchid\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x0f\n\x07parents\x18\x03 \x03(\t\x12\x0e\n\x06params\x18\x04 \x01(\x03\x12\x10\n\x08\x64ocument\x18\x05 \x01(\t\x12\x36\n\x06values\x18\x06 \x03(\x0b\x32&.facenas.v1.CandidateState.ValuesEntry\x12\x10\n\x08\x66\x65\x61sible\x18\x07 \x01(\x08\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\t\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\\\n\x0eIterationState\x12\x11\n\titeration\x18\x01 \x01(\x05\x12\x0e\n\x06pareto\x18\x02 \x03(\t\x12\x13\n\x0bhypervolume\x18\x03 \x01(\x01\x12\x12\n\nwalltime_s\x18\x04 \x01(\x01\"\xba\x01\n\x0cSearchExport\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\nobjectives\x18\x03 \x03(\x0b\x32\x15.facenas.v1.Objective\x12.\n\ncandidates\x18\x04 \x03(\x0b\x32\x1a.facenas.v1.CandidateState\x12.\n\niterations\x18\x05 \x03(\x0b\x32\x1a.facenas.v1.IterationState2\xd2\x05\n\x08Searcher\x12Q\n\x0eValidateConfig\x12\x1e.facenas.v1.StartSearchRequest\x1a\x1f.facenas.v1.ValidateConfigReply\x12H\n\x0bStartSearch\x12\x1e.facenas.v1.StartSearchRequest\x1a\x19.facenas.v1.SearchSummary\x12=\n\tGetSearch\x12\x15.facenas.v1.SearchRef\x1a\x19.facenas.v1.SearchSummary\x12N\n\x0cListSearches\x12\x1f.facenas.v1.ListSearchesRequest\x1a\x1d.facenas.v1.ListSearchesReply\x12\x42\n\x0bWatchSearch\x12\x1e.facenas.v1.WatchSearchRequest\x1a\x11.facenas.v1.Event0\x01\x12;\n\tGetPareto\x12\x15.facenas.v1.SearchRef\x1a\x17.facenas.v1.ParetoReply\x12T\n\x0fGetArchitecture\x12\".facenas.v1.GetArchitectureRequest\x1a\x1d.facenas.v1.ArchitectureReply\x12@\n\x0c\x43\x61ncelSearch\x12\x15.facenas.v1.SearchRef\x1a\x19.facenas.v1.SearchSummary\x12@\n\x0cResumeSearch\x12\x15.facenas.v1.SearchRef\x1a\x19.facenas.v1.SearchSummary\x12?\n\x0c\x45xportSearch\x12\x15.facenas.v1.SearchRef\x1a\x18.facenas.v1.SearchExportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x61\x63\x65nas/v1/searcher.proto\x12\nfacenas.v1\x1a\x17\x66\x61\x63\x65nas/v1/common.proto\x1a\x16\x66\x61\x63\x65nas/v1/store.proto\"E\n\x12StartSearchRequest\x12\x0e\n\x06\x63onfig\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tsearch_id\x18\x03 \x01(\t\"\x1e\n\tSearchRef\x12\x11\n\tsearch_id\x18\x01 \x01(\t\":\n\x12WatchSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"Y\n\x11ListSearchesReply\x12+\n\x08searches\x18\x01 \x03(\x0b\x32\x19.facenas.v1.SearchSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xba\x01\n\rSearchSummary\x12(\n\x06search\x18\x01 \x01(\x0b\x32\x18.facenas.v1.SearchRecord\x12\x17\n\x0fiterations_done\x18\x02 \x01(\x05\x12\x18\n\x10\x65valuations_done\x18\x03 \x01(\x05\x12\x12\n\ncandidates\x18\x04 \x01(\x05\x12\x13\n\x0bhypervolume\x18\x05 \x01(\x01\x12\x0f\n\x07waiting\x18\x06 \x01(\t\x12\x12\n\ncache_hits\x18\x07 \x01(\x05\"\xa0\x01\n\x0bParetoPoint\x12\x0e\n\x06\x61rchid\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12;\n\nobjectives\x18\x03 \x03(\x0b\x32\'.facenas.v1.ParetoPoint.ObjectivesEntry\x1a\x31\n\x0fObjectivesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8a\x01\n\x0bParetoReply\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x17\n\x0fobjective_names\x18\x03 \x03(\t\x12\'\n\x06points\x18\x04 \x03(\x0b\x32\x17.facenas.v1.ParetoPoint\x12\x13\n\x0bhypervolume\x18\x05 \x01(\x01\";\n\x16GetArchitectureRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61rchid\x18\x02 \x01(\t\"\xed\x01\n\x11\x41rchitectureReply\x12.\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x18.facenas.v1.Architecture\x12\x0e\n\x06params\x18\x02 \x01(\x03\x12\x41\n\nobjectives\x18\x03 \x03(\x0b\x32-.facenas.v1.ArchitectureReply.ObjectivesEntry\x12\x0f\n\x07parents\x18\x04 \x03(\t\x12\x11\n\titeration\x18\x05 \x01(\x05\x1a\x31\n\x0fObjectivesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\'\n\x13ValidateConfigReply\x12\x10\n\x08problems\x18\x01 \x03(\t\"\x82\x01\n\tObjective\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdirection\x18\x02 \x01(\t\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x16\n\x0ehas_constraint\x18\x04 \x01(\x08\x12\x16\n\x0e\x63onstraint_min\x18\x05 \x01(\x01\x12\x16\n\x0e\x63onstraint_max\x18\x06 \x01(\x01\"\xb1\x03\n\x0e\x43\x61ndidateState\x12\x0e\n\x06\x61rchid\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x0f\n\x07parents\x18\x03 \x03(\t\x12\x0e\n\x06params\x18\x04 \x01(\x03\x12\x10\n\x08\x64ocument\x18\x05 \x01(\t\x12\x36\n\x06values\x18\x06 \x03(\x0b\x32&.facenas.v1.CandidateState.ValuesEntry\x12\x10\n\x08\x66\x65\x61sible\x18\x07 \x01(\x08\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\t\x12.\n\x02\x63v\x18\t \x03(\x0b\x32\".facenas.v1.CandidateState.CvEntry\x12\x36\n\x06stable\x18\n \x03(\x0b\x32&.facenas.v1.CandidateState.StableEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a)\n\x07\x43vEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bStableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"\\\n\x0eIterationState\x12\x11\n\titeration\x18\x01 \x01(\x05\x12\x0e\n\x06pareto\x18\x02 \x03(\t\x12\x13\n\x0bhypervolume\x18\x03 \x01(\x01\x12\x12\n\nwalltime_s\x18\x04 \x01(\x01\"\xba\x01\n\x0cSearchExport\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\nobjectives\x18\x03 \x03(\x0b\x32\x15.facenas.v1.Objective\x12.\n\ncandidates\x18\x04 \x03(\x0b\x32\x1a.facenas.v1.CandidateState\x12.\n\niterations\x18\x05 \x03(\x0b\x32\x1a.facenas.v1.IterationState2\xd2\x05\n\x08Searcher\x12Q\n\x0eValidateConfig\x12\x1e.facenas.v1.StartSearchRequest\x1a\x1f.facenas.v1.ValidateConfigReply\x12H\n\x0bStartSearch\x12\x1e.facenas.v1.StartSearchRequest\x1a\x19.facenas.v1.SearchSummary\x12=\n\tGetSearch\x12\x15.facenas.v1.SearchRef\x1a\x19.facenas.v1.SearchSummary\x12N\n\x0cListSearches\x12\x1f.facenas.v1.ListSearchesRequest\x1a\x1d.facenas.v1.ListSearchesReply\x12\x42\n\x0bWatchSearch\x12\x1e.facenas.v1.WatchSearchRequest\x1a\x11.facenas.v1.Event0\x01\x12;\n\tGetPareto\x12\x15.facenas.v1.SearchRef\x1a\x17.facenas.v1.ParetoReply\x12T\n\x0fGetArchitecture\x12\".facenas.v1.GetArchitectureRequest\x1a\x1d.facenas.v1.ArchitectureReply\x12@\n\x0c\x43\x61ncelSearch\x12\x15.facenas.v1.SearchRef\x1a\x19.facenas.v1.SearchSummary\x12@\n\x0cResumeSearch\x12\x15.facenas.v1.SearchRef\x1a\x19.facenas.v1.SearchSummary\x12?\n\x0c\x45xportSearch\x12\x15.facenas.v1.SearchRef\x1a\x18.facenas.v1.SearchExportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARCHITECTUREREPLY_OBJECTIVESENTRY']._serialized_options = b'8\001'
   _globals['_CANDIDATESTATE_VALUESENTRY']._loaded_options = None
   _globals['_CANDIDATESTATE_VALUESENTRY']._serialized_options = b'8\001'
+  _globals['_CANDIDATESTATE_CVENTRY']._loaded_options = None
+  _globals['_CANDIDATESTATE_CVENTRY']._serialized_options = b'8\001'
+  _globals['_CANDIDATESTATE_STABLEENTRY']._loaded_options = None
+  _globals['_CANDIDATESTATE_STABLEENTRY']._serialized_options = b'8\001'
   _globals['_STARTSEARCHREQUEST']._serialized_start=90
   _globals['_STARTSEARCHREQUEST']._serialized_end=159
   _globals['_SEARCHREF']._serialized_start=161
@@ -46,33 +50,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHSEARCHREQUEST']._serialized_start=193
   _globals['_WATCHSEARCHREQUEST']._serialized_end=251
   _globals['_LISTSEARCHESREPLY']._serialized_start=253
-  _globals['_LISTSEARCHESREPLY']._serialized_end=317
-  _globals['_SEARCHSUMMARY']._serialized_start=320
-  _globals['_SEARCHSUMMARY']._serialized_end=469
-  _globals['_PARETOPOINT']._serialized_start=472
-  _globals['_PARETOPOINT']._serialized_end=632
-  _globals['_PARETOPOINT_OBJECTIVESENTRY']._serialized_start=583
-  _globals['_PARETOPOINT_OBJECTIVESENTRY']._serialized_end=632
-  _globals['_PARETOREPLY']._serialized_start=635
-  _globals['_PARETOREPLY']._serialized_end=773
-  _globals['_GETARCHITECTUREREQUEST']._serialized_start=775
-  _globals['_GETARCHITECTUREREQUEST']._serialized_end=834
-  _globals['_ARCHITECTUREREPLY']._serialized_start=837
-  _globals['_ARCHITECTUREREPLY']._serialized_end=1074
-  _globals['_ARCHITECTUREREPLY_OBJECTIVESENTRY']._serialized_start=583
-  _globals['_ARCHITECTUREREPLY_OBJECTIVESENTRY']._serialized_end=632
-  _globals['_VALIDATECONFIGREPLY']._serialized_start=1076
-  _globals['_VALIDATECONFIGREPLY']._serialized_end=1115
-  _globals['_OBJECTIVE']._serialized_start=1118
-  _globals['_OBJECTIVE']._serialized_end=1248
-  _globals['_CANDIDATESTATE']._serialized_start=1251
-  _globals['_CANDIDATESTATE']._serialized_end=1490
-  _globals['_CANDIDATESTATE_VALUESENTRY']._serialized_start=1445
-  _globals['_CANDIDATESTATE_VALUESENTRY']._serialized_end=1490
-  _globals['_ITERATIONSTATE']._serialized_start=1492
-  _globals['_ITERATIONSTATE']._serialized_end=1584
-  _globals['_SEARCHEXPORT']._serialized_start=1587
-  _globals['_SEARCHEXPORT']._serialized_end=1773
-  _globals['_SEARCHER']._serialized_start=1776
-  _globals['_SEARCHER']._serialized_end=2498
+  _globals['_LISTSEARCHESREPLY']._serialized_end=342
+  _globals['_SEARCHSUMMARY']._serialized_start=345
+  _globals['_SEARCHSUMMARY']._serialized_end=531
+  _globals['_PARETOPOINT']._serialized_start=534
+  _globals['_PARETOPOINT']._serialized_end=694
+  _globals['_PARETOPOINT_OBJECTIVESENTRY']._serialized_start=645
+  _globals['_PARETOPOINT_OBJECTIVESENTRY']._serialized_end=694
+  _globals['_PARETOREPLY']._serialized_start=697
+  _globals['_PARETOREPLY']._serialized_end=835
+  _globals['_GETARCHITECTUREREQUEST']._serialized_start=837
+  _globals['_GETARCHITECTUREREQUEST']._serialized_end=896
+  _globals['_ARCHITECTUREREPLY']._serialized_start=899
+  _globals['_ARCHITECTUREREPLY']._serialized_end=1136
+  _globals['_ARCHITECTUREREPLY_OBJECTIVESENTRY']._serialized_start=645
+  _globals['_ARCHITECTUREREPLY_OBJECTIVESENTRY']._serialized_end=694
+  _globals['_VALIDATECONFIGREPLY']._serialized_start=1138
+  _globals['_VALIDATECONFIGREPLY']._serialized_end=1177
+  _globals['_OBJECTIVE']._serialized_start=1180
+  _globals['_OBJECTIVE']._serialized_end=1310
+  _globals['_CANDIDATESTATE']._serialized_start=1313
+  _globals['_CANDIDATESTATE']._serialized_end=1746
+  _globals['_CANDIDATESTATE_VALUESENTRY']._serialized_start=1611
+  _globals['_CANDIDATESTATE_VALUESENTRY']._serialized_end=1656
+  _globals['_CANDIDATESTATE_CVENTRY']._serialized_start=1658
+  _globals['_CANDIDATESTATE_CVENTRY']._serialized_end=1699
+  _globals['_CANDIDATESTATE_STABLEENTRY']._serialized_start=1701
+  _globals['_CANDIDATESTATE_STABLEENTRY']._serialized_end=1746
+  _globals['_ITERATIONSTATE']._serialized_start=1748
+  _globals['_ITERATIONSTATE']._serialized_end=1840
+  _globals['_SEARCHEXPORT']._serialized_start=1843
+  _globals['_SEARCHEXPORT']._serialized_end=2029
+  _globals['_SEARCHER']._serialized_start=2032
+  _globals['_SEARCHER']._serialized_end=2754
 # @@protoc_insertion_point(module_scope)

@@ -93,19 +93,24 @@ Global___WatchSearchRequest: _TypeAlias = WatchSearchRequest  # noqa: Y015
 
 @_typing.final
 class ListSearchesReply(_message.Message):
+    """A page of searches (see ListSearchesRequest in store.proto)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEARCHES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def searches(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchSummary]: ...
     def __init__(
         self,
         *,
         searches: _abc.Iterable[Global___SearchSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["searches", b"searches"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "searches", b"searches"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -120,10 +125,19 @@ class SearchSummary(_message.Message):
     EVALUATIONS_DONE_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
     HYPERVOLUME_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    CACHE_HITS_FIELD_NUMBER: _builtins.int
     iterations_done: _builtins.int
     evaluations_done: _builtins.int
     candidates: _builtins.int
     hypervolume: _builtins.float
+    waiting: _builtins.str
+    """While an outage pauses a running search: what it waits for, e.g. "waiting for store (12 s: ...)"."""
+    cache_hits: _builtins.int
+    """Evaluations the search took from the store's cache (measured before, by this or another search,
+    under the same archid, objective, budget and target) instead of running them. Each is an
+    "evaluation_cached" event; a search not running here counts those up to its last iteration.
+    """
     @_builtins.property
     def search(self) -> _store_pb2.SearchRecord: ...
     def __init__(
@@ -134,10 +148,12 @@ class SearchSummary(_message.Message):
         evaluations_done: _builtins.int = ...,
         candidates: _builtins.int = ...,
         hypervolume: _builtins.float = ...,
+        waiting: _builtins.str = ...,
+        cache_hits: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["search", b"search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "evaluations_done", b"evaluations_done", "hypervolume", b"hypervolume", "iterations_done", b"iterations_done", "search", b"search"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "candidates", b"candidates", "evaluations_done", b"evaluations_done", "hypervolume", b"hypervolume", "iterations_done", b"iterations_done", "search", b"search", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -232,6 +248,10 @@ class GetArchitectureRequest(_message.Message):
     ARCHID_FIELD_NUMBER: _builtins.int
     search_id: _builtins.str
     archid: _builtins.str
+    """The archid, or its first characters when they are unique within the search (as git takes a short
+    hash): NOT_FOUND when no candidate's archid starts with them, INVALID_ARGUMENT naming the
+    candidates when several do.
+    """
     def __init__(
         self,
         *,
@@ -379,6 +399,46 @@ class CandidateState(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class CvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class StableEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.bool
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.bool = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ARCHID_FIELD_NUMBER: _builtins.int
     ITERATION_FIELD_NUMBER: _builtins.int
     PARENTS_FIELD_NUMBER: _builtins.int
@@ -387,8 +447,13 @@ class CandidateState(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     FEASIBLE_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
+    CV_FIELD_NUMBER: _builtins.int
+    STABLE_FIELD_NUMBER: _builtins.int
     archid: _builtins.str
     iteration: _builtins.int
+    """The first iteration whose front was computed with it: the one that proposed it for the barrier
+    algorithms; for the asynchronous one, the first recorded after it finished.
+    """
     params: _builtins.int
     document: _builtins.str
     feasible: _builtins.bool
@@ -397,6 +462,12 @@ class CandidateState(_message.Message):
     def parents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def cv(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Latency objectives: the kept measurement's coefficient of variation and stability verdict."""
+
+    @_builtins.property
+    def stable(self) -> _containers.ScalarMap[_builtins.str, _builtins.bool]: ...
     def __init__(
         self,
         *,
@@ -408,10 +479,12 @@ class CandidateState(_message.Message):
         values: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         feasible: _builtins.bool = ...,
         failed: _builtins.str = ...,
+        cv: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        stable: _abc.Mapping[_builtins.str, _builtins.bool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid", b"archid", "document", b"document", "failed", b"failed", "feasible", b"feasible", "iteration", b"iteration", "params", b"params", "parents", b"parents", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid", b"archid", "cv", b"cv", "document", b"document", "failed", b"failed", "feasible", b"feasible", "iteration", b"iteration", "params", b"params", "parents", b"parents", "stable", b"stable", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

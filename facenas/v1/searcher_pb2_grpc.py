@@ -27,7 +27,11 @@ if _version_not_supported:
 
 
 class SearcherStub:
-    """Missing associated documentation comment in .proto file."""
+    """The searcher's API; `facenas search` is its client. Errors: INVALID_ARGUMENT for a request or config
+    that cannot be used (the message says what to fix), NOT_FOUND for an unknown search or architecture,
+    UNAVAILABLE while the store cannot be reached, UNAUTHENTICATED without the API token the searcher
+    was started with.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -88,16 +92,22 @@ class SearcherStub:
 
 
 class SearcherServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The searcher's API; `facenas search` is its client. Errors: INVALID_ARGUMENT for a request or config
+    that cannot be used (the message says what to fix), NOT_FOUND for an unknown search or architecture,
+    UNAVAILABLE while the store cannot be reached, UNAUTHENTICATED without the API token the searcher
+    was started with.
+    """
 
     def ValidateConfig(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The config's problems, all of them (none: StartSearch would take it).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StartSearch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Start a search; repeated with the same search_id, name and config it returns that search.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -109,19 +119,26 @@ class SearcherServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSearches(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A page of searches, oldest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchSearch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The search's event log after after_seq, then each new event until the search has ended: started or
+        resumed, targets, candidate, iteration_start, evaluation_started, evaluation, evaluation_cached,
+        evaluation_retry, evaluation_unstable, evaluation_failed, waiting, waited, iteration,
+        space_exhausted, and last completed, cancelled, failed or interrupted. Interleaved: "progress"
+        events (seq 0, not stored) with the evaluations running now, at least every 10 s.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPareto(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The Pareto front of the last recorded iteration.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -133,13 +150,15 @@ class SearcherServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelSearch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stop the search and cancel its jobs on every worker (jobs another search shares keep running).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeSearch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Continue a search from the store without redoing finished evaluations; joins its running jobs.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -212,7 +231,11 @@ def add_SearcherServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Searcher:
-    """Missing associated documentation comment in .proto file."""
+    """The searcher's API; `facenas search` is its client. Errors: INVALID_ARGUMENT for a request or config
+    that cannot be used (the message says what to fix), NOT_FOUND for an unknown search or architecture,
+    UNAVAILABLE while the store cannot be reached, UNAUTHENTICATED without the API token the searcher
+    was started with.
+    """
 
     @staticmethod
     def ValidateConfig(request,

@@ -28,49 +28,93 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SearcherStub:
+    """The searcher's API; `facenas search` is its client. Errors: INVALID_ARGUMENT for a request or config
+    that cannot be used (the message says what to fix), NOT_FOUND for an unknown search or architecture,
+    UNAVAILABLE while the store cannot be reached, UNAUTHENTICATED without the API token the searcher
+    was started with.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SearcherAsyncStub: ...
     ValidateConfig: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.StartSearchRequest, _searcher_pb2.ValidateConfigReply]
+    """The config's problems, all of them (none: StartSearch would take it)."""
     StartSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.StartSearchRequest, _searcher_pb2.SearchSummary]
+    """Start a search; repeated with the same search_id, name and config it returns that search."""
     GetSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]
     ListSearches: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListSearchesRequest, _searcher_pb2.ListSearchesReply]
+    """A page of searches, oldest first."""
     WatchSearch: _grpc.UnaryStreamMultiCallable[_searcher_pb2.WatchSearchRequest, _store_pb2.Event]
+    """The search's event log after after_seq, then each new event until the search has ended: started or
+    resumed, targets, candidate, iteration_start, evaluation_started, evaluation, evaluation_cached,
+    evaluation_retry, evaluation_unstable, evaluation_failed, waiting, waited, iteration,
+    space_exhausted, and last completed, cancelled, failed or interrupted. Interleaved: "progress"
+    events (seq 0, not stored) with the evaluations running now, at least every 10 s.
+    """
     GetPareto: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.ParetoReply]
+    """The Pareto front of the last recorded iteration."""
     GetArchitecture: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.GetArchitectureRequest, _searcher_pb2.ArchitectureReply]
     CancelSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]
+    """Stop the search and cancel its jobs on every worker (jobs another search shares keep running)."""
     ResumeSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]
+    """Continue a search from the store without redoing finished evaluations; joins its running jobs."""
     ExportSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchExport]
 
 @_typing.type_check_only
 class SearcherAsyncStub(SearcherStub):
+    """The searcher's API; `facenas search` is its client. Errors: INVALID_ARGUMENT for a request or config
+    that cannot be used (the message says what to fix), NOT_FOUND for an unknown search or architecture,
+    UNAVAILABLE while the store cannot be reached, UNAUTHENTICATED without the API token the searcher
+    was started with.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     ValidateConfig: _aio.UnaryUnaryMultiCallable[_searcher_pb2.StartSearchRequest, _searcher_pb2.ValidateConfigReply]  # type: ignore[assignment]
+    """The config's problems, all of them (none: StartSearch would take it)."""
     StartSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.StartSearchRequest, _searcher_pb2.SearchSummary]  # type: ignore[assignment]
+    """Start a search; repeated with the same search_id, name and config it returns that search."""
     GetSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]  # type: ignore[assignment]
     ListSearches: _aio.UnaryUnaryMultiCallable[_store_pb2.ListSearchesRequest, _searcher_pb2.ListSearchesReply]  # type: ignore[assignment]
+    """A page of searches, oldest first."""
     WatchSearch: _aio.UnaryStreamMultiCallable[_searcher_pb2.WatchSearchRequest, _store_pb2.Event]  # type: ignore[assignment]
+    """The search's event log after after_seq, then each new event until the search has ended: started or
+    resumed, targets, candidate, iteration_start, evaluation_started, evaluation, evaluation_cached,
+    evaluation_retry, evaluation_unstable, evaluation_failed, waiting, waited, iteration,
+    space_exhausted, and last completed, cancelled, failed or interrupted. Interleaved: "progress"
+    events (seq 0, not stored) with the evaluations running now, at least every 10 s.
+    """
     GetPareto: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.ParetoReply]  # type: ignore[assignment]
+    """The Pareto front of the last recorded iteration."""
     GetArchitecture: _aio.UnaryUnaryMultiCallable[_searcher_pb2.GetArchitectureRequest, _searcher_pb2.ArchitectureReply]  # type: ignore[assignment]
     CancelSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]  # type: ignore[assignment]
+    """Stop the search and cancel its jobs on every worker (jobs another search shares keep running)."""
     ResumeSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]  # type: ignore[assignment]
+    """Continue a search from the store without redoing finished evaluations; joins its running jobs."""
     ExportSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchExport]  # type: ignore[assignment]
 
 class SearcherServicer(metaclass=_abc_1.ABCMeta):
+    """The searcher's API; `facenas search` is its client. Errors: INVALID_ARGUMENT for a request or config
+    that cannot be used (the message says what to fix), NOT_FOUND for an unknown search or architecture,
+    UNAVAILABLE while the store cannot be reached, UNAUTHENTICATED without the API token the searcher
+    was started with.
+    """
+
     @_abc_1.abstractmethod
     def ValidateConfig(
         self,
         request: _searcher_pb2.StartSearchRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_searcher_pb2.ValidateConfigReply, _abc.Awaitable[_searcher_pb2.ValidateConfigReply]]: ...
+    ) -> _typing.Union[_searcher_pb2.ValidateConfigReply, _abc.Awaitable[_searcher_pb2.ValidateConfigReply]]:
+        """The config's problems, all of them (none: StartSearch would take it)."""
 
     @_abc_1.abstractmethod
     def StartSearch(
         self,
         request: _searcher_pb2.StartSearchRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_searcher_pb2.SearchSummary, _abc.Awaitable[_searcher_pb2.SearchSummary]]: ...
+    ) -> _typing.Union[_searcher_pb2.SearchSummary, _abc.Awaitable[_searcher_pb2.SearchSummary]]:
+        """Start a search; repeated with the same search_id, name and config it returns that search."""
 
     @_abc_1.abstractmethod
     def GetSearch(
@@ -84,21 +128,29 @@ class SearcherServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _store_pb2.ListSearchesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_searcher_pb2.ListSearchesReply, _abc.Awaitable[_searcher_pb2.ListSearchesReply]]: ...
+    ) -> _typing.Union[_searcher_pb2.ListSearchesReply, _abc.Awaitable[_searcher_pb2.ListSearchesReply]]:
+        """A page of searches, oldest first."""
 
     @_abc_1.abstractmethod
     def WatchSearch(
         self,
         request: _searcher_pb2.WatchSearchRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_store_pb2.Event], _abc.AsyncIterator[_store_pb2.Event]]: ...
+    ) -> _typing.Union[_abc.Iterator[_store_pb2.Event], _abc.AsyncIterator[_store_pb2.Event]]:
+        """The search's event log after after_seq, then each new event until the search has ended: started or
+        resumed, targets, candidate, iteration_start, evaluation_started, evaluation, evaluation_cached,
+        evaluation_retry, evaluation_unstable, evaluation_failed, waiting, waited, iteration,
+        space_exhausted, and last completed, cancelled, failed or interrupted. Interleaved: "progress"
+        events (seq 0, not stored) with the evaluations running now, at least every 10 s.
+        """
 
     @_abc_1.abstractmethod
     def GetPareto(
         self,
         request: _searcher_pb2.SearchRef,
         context: _ServicerContext,
-    ) -> _typing.Union[_searcher_pb2.ParetoReply, _abc.Awaitable[_searcher_pb2.ParetoReply]]: ...
+    ) -> _typing.Union[_searcher_pb2.ParetoReply, _abc.Awaitable[_searcher_pb2.ParetoReply]]:
+        """The Pareto front of the last recorded iteration."""
 
     @_abc_1.abstractmethod
     def GetArchitecture(
@@ -112,14 +164,16 @@ class SearcherServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _searcher_pb2.SearchRef,
         context: _ServicerContext,
-    ) -> _typing.Union[_searcher_pb2.SearchSummary, _abc.Awaitable[_searcher_pb2.SearchSummary]]: ...
+    ) -> _typing.Union[_searcher_pb2.SearchSummary, _abc.Awaitable[_searcher_pb2.SearchSummary]]:
+        """Stop the search and cancel its jobs on every worker (jobs another search shares keep running)."""
 
     @_abc_1.abstractmethod
     def ResumeSearch(
         self,
         request: _searcher_pb2.SearchRef,
         context: _ServicerContext,
-    ) -> _typing.Union[_searcher_pb2.SearchSummary, _abc.Awaitable[_searcher_pb2.SearchSummary]]: ...
+    ) -> _typing.Union[_searcher_pb2.SearchSummary, _abc.Awaitable[_searcher_pb2.SearchSummary]]:
+        """Continue a search from the store without redoing finished evaluations; joins its running jobs."""
 
     @_abc_1.abstractmethod
     def ExportSearch(

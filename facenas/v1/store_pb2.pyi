@@ -82,6 +82,10 @@ Global___SearchRecord: _TypeAlias = SearchRecord  # noqa: Y015
 
 @_typing.final
 class ArchRecord(_message.Message):
+    """An archid's document and parameter count. Since schema 3 a search keeps each candidate's own
+    (Candidate.document, .params), as its space builds it; ArchRecords are no longer written by searches.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ARCHID_FIELD_NUMBER: _builtins.int
@@ -114,10 +118,20 @@ class Candidate(_message.Message):
     ITERATION_FIELD_NUMBER: _builtins.int
     PARENTS_FIELD_NUMBER: _builtins.int
     PROPOSED_AT_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     search_id: _builtins.str
     archid: _builtins.str
     iteration: _builtins.int
     proposed_at: _builtins.float
+    document: _builtins.str
+    """The Archai arch JSON, the parameter count and the model fingerprint (EvalKey.model) under the
+    search's space. Candidates stored before schema 3 have their archid's ArchRecord document and
+    params, and no model.
+    """
+    params: _builtins.int
+    model: _builtins.str
     @_builtins.property
     def parents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -128,10 +142,13 @@ class Candidate(_message.Message):
         iteration: _builtins.int = ...,
         parents: _abc.Iterable[_builtins.str] | None = ...,
         proposed_at: _builtins.float = ...,
+        document: _builtins.str = ...,
+        params: _builtins.int = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid", b"archid", "iteration", b"iteration", "parents", b"parents", "proposed_at", b"proposed_at", "search_id", b"search_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid", b"archid", "document", b"document", "iteration", b"iteration", "model", b"model", "params", b"params", "parents", b"parents", "proposed_at", b"proposed_at", "search_id", b"search_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,10 +162,15 @@ class EvalKey(_message.Message):
     OBJECTIVE_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     archid: _builtins.str
     objective: _builtins.str
     budget: _builtins.str
     target: _builtins.str
+    model: _builtins.str
+    """Fingerprint of the built model (the architecture with its space's constant choices, classes and
+    input channels, which the archid leaves out); empty only for evaluations stored before schema 3.
+    """
     def __init__(
         self,
         *,
@@ -156,10 +178,11 @@ class EvalKey(_message.Message):
         objective: _builtins.str = ...,
         budget: _builtins.str = ...,
         target: _builtins.str = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid", b"archid", "budget", b"budget", "objective", b"objective", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid", b"archid", "budget", b"budget", "model", b"model", "objective", b"objective", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -318,14 +341,25 @@ Global___GetSearchRequest: _TypeAlias = GetSearchRequest  # noqa: Y015
 
 @_typing.final
 class ListSearchesRequest(_message.Message):
+    """Lists are pages: page_size 0 asks for the default (100), at most 1000 are returned, and a page also
+    ends before its reply passes 4 MiB. next_page_token is "" on the last page; pass it back as page_token.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,16 +370,19 @@ class ListSearchesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SEARCHES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def searches(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchRecord]: ...
     def __init__(
         self,
         *,
         searches: _abc.Iterable[Global___SearchRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["searches", b"searches"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "searches", b"searches"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -400,15 +437,25 @@ class ListCandidatesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SEARCH_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ARCHID_PREFIX_FIELD_NUMBER: _builtins.int
     search_id: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    archid_prefix: _builtins.str
+    """Only candidates whose archid starts with this (case-sensitive; empty: all)."""
     def __init__(
         self,
         *,
         search_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        archid_prefix: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["search_id", b"search_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid_prefix", b"archid_prefix", "page_size", b"page_size", "page_token", b"page_token", "search_id", b"search_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -419,16 +466,19 @@ class ListCandidatesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CANDIDATES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Candidate]: ...
     def __init__(
         self,
         *,
         candidates: _abc.Iterable[Global___Candidate] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -436,6 +486,8 @@ Global___ListCandidatesResponse: _TypeAlias = ListCandidatesResponse  # noqa: Y0
 
 @_typing.final
 class GetEvaluationsRequest(_message.Message):
+    """At most 100 keys per request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEYS_FIELD_NUMBER: _builtins.int
@@ -459,16 +511,20 @@ class EvaluationList(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVALUATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """ListEvaluations only."""
     @_builtins.property
     def evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evaluation]: ...
     def __init__(
         self,
         *,
         evaluations: _abc.Iterable[Global___Evaluation] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluations", b"evaluations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluations", b"evaluations", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -476,19 +532,27 @@ Global___EvaluationList: _TypeAlias = EvaluationList  # noqa: Y015
 
 @_typing.final
 class ListEvaluationsRequest(_message.Message):
+    """At most 100 archids per request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ARCHIDS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
     @_builtins.property
     def archids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         archids: _abc.Iterable[_builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archids", b"archids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archids", b"archids", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -496,6 +560,181 @@ Global___ListEvaluationsRequest: _TypeAlias = ListEvaluationsRequest  # noqa: Y0
 
 @_typing.final
 class ListIterationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    search_id: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        search_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "search_id", b"search_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListIterationsRequest: _TypeAlias = ListIterationsRequest  # noqa: Y015
+
+@_typing.final
+class ListIterationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITERATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def iterations(self) -> _containers.RepeatedCompositeFieldContainer[Global___IterationRecord]: ...
+    def __init__(
+        self,
+        *,
+        iterations: _abc.Iterable[Global___IterationRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["iterations", b"iterations", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListIterationsResponse: _TypeAlias = ListIterationsResponse  # noqa: Y015
+
+@_typing.final
+class AppendEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAYLOAD_JSON_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    search_id: _builtins.str
+    kind: _builtins.str
+    payload_json: _builtins.str
+    token: _builtins.str
+    """Optional idempotency token: a repeat with the same token returns the event first logged under it."""
+    def __init__(
+        self,
+        *,
+        search_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        payload_json: _builtins.str = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "payload_json", b"payload_json", "search_id", b"search_id", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppendEventRequest: _TypeAlias = AppendEventRequest  # noqa: Y015
+
+@_typing.final
+class ListEventsRequest(_message.Message):
+    """limit is the page size (0: 1000, at most 1000); a page_token, when set, replaces after_seq."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    search_id: _builtins.str
+    after_seq: _builtins.int
+    limit: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        search_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "limit", b"limit", "page_token", b"page_token", "search_id", b"search_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsRequest: _TypeAlias = ListEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___Event] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
+
+@_typing.final
+class SearchTargets(_message.Message):
+    """The target key each objective of a search is measured on (objective -> target)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TargetsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SEARCH_ID_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    search_id: _builtins.str
+    @_builtins.property
+    def targets(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        search_id: _builtins.str = ...,
+        targets: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["search_id", b"search_id", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchTargets: _TypeAlias = SearchTargets  # noqa: Y015
+
+@_typing.final
+class GetTargetsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SEARCH_ID_FIELD_NUMBER: _builtins.int
@@ -511,94 +750,80 @@ class ListIterationsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListIterationsRequest: _TypeAlias = ListIterationsRequest  # noqa: Y015
+Global___GetTargetsRequest: _TypeAlias = GetTargetsRequest  # noqa: Y015
 
 @_typing.final
-class ListIterationsResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
+class Failure(_message.Message):
+    """A candidate that failed for good on one objective."""
 
-    ITERATIONS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def iterations(self) -> _containers.RepeatedCompositeFieldContainer[Global___IterationRecord]: ...
-    def __init__(
-        self,
-        *,
-        iterations: _abc.Iterable[Global___IterationRecord] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["iterations", b"iterations"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListIterationsResponse: _TypeAlias = ListIterationsResponse  # noqa: Y015
-
-@_typing.final
-class AppendEventRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SEARCH_ID_FIELD_NUMBER: _builtins.int
+    ARCHID_FIELD_NUMBER: _builtins.int
+    OBJECTIVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
-    PAYLOAD_JSON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
     search_id: _builtins.str
+    archid: _builtins.str
+    objective: _builtins.str
+    reason: _builtins.str
     kind: _builtins.str
-    payload_json: _builtins.str
+    """The cause's FailureKind value ("invalid", "not_evaluable", "unstable", "error", ...)."""
+    created_at: _builtins.float
     def __init__(
         self,
         *,
         search_id: _builtins.str = ...,
+        archid: _builtins.str = ...,
+        objective: _builtins.str = ...,
+        reason: _builtins.str = ...,
         kind: _builtins.str = ...,
-        payload_json: _builtins.str = ...,
+        created_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "payload_json", b"payload_json", "search_id", b"search_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid", b"archid", "created_at", b"created_at", "kind", b"kind", "objective", b"objective", "reason", b"reason", "search_id", b"search_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AppendEventRequest: _TypeAlias = AppendEventRequest  # noqa: Y015
+Global___Failure: _TypeAlias = Failure  # noqa: Y015
 
 @_typing.final
-class ListEventsRequest(_message.Message):
+class ListFailuresRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SEARCH_ID_FIELD_NUMBER: _builtins.int
-    AFTER_SEQ_FIELD_NUMBER: _builtins.int
-    LIMIT_FIELD_NUMBER: _builtins.int
     search_id: _builtins.str
-    after_seq: _builtins.int
-    limit: _builtins.int
     def __init__(
         self,
         *,
         search_id: _builtins.str = ...,
-        after_seq: _builtins.int = ...,
-        limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "limit", b"limit", "search_id", b"search_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["search_id", b"search_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListEventsRequest: _TypeAlias = ListEventsRequest  # noqa: Y015
+Global___ListFailuresRequest: _TypeAlias = ListFailuresRequest  # noqa: Y015
 
 @_typing.final
-class ListEventsResponse(_message.Message):
+class ListFailuresResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    EVENTS_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___Failure]: ...
     def __init__(
         self,
         *,
-        events: _abc.Iterable[Global___Event] | None = ...,
+        failures: _abc.Iterable[Global___Failure] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
+Global___ListFailuresResponse: _TypeAlias = ListFailuresResponse  # noqa: Y015

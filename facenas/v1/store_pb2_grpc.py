@@ -111,6 +111,26 @@ class StoreStub:
                 request_serializer=facenas_dot_v1_dot_store__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=facenas_dot_v1_dot_store__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.PutTargets = channel.unary_unary(
+                '/facenas.v1.Store/PutTargets',
+                request_serializer=facenas_dot_v1_dot_store__pb2.SearchTargets.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_store__pb2.SearchTargets.FromString,
+                _registered_method=True)
+        self.GetTargets = channel.unary_unary(
+                '/facenas.v1.Store/GetTargets',
+                request_serializer=facenas_dot_v1_dot_store__pb2.GetTargetsRequest.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_store__pb2.SearchTargets.FromString,
+                _registered_method=True)
+        self.PutFailure = channel.unary_unary(
+                '/facenas.v1.Store/PutFailure',
+                request_serializer=facenas_dot_v1_dot_store__pb2.Failure.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_store__pb2.Failure.FromString,
+                _registered_method=True)
+        self.ListFailures = channel.unary_unary(
+                '/facenas.v1.Store/ListFailures',
+                request_serializer=facenas_dot_v1_dot_store__pb2.ListFailuresRequest.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_store__pb2.ListFailuresResponse.FromString,
+                _registered_method=True)
 
 
 class StoreServicer:
@@ -208,6 +228,31 @@ class StoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutTargets(self, request, context):
+        """Search state (schema v2): targets conflict when re-written with another value; failures: first wins.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTargets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutFailure(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFailures(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -285,6 +330,26 @@ def add_StoreServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=facenas_dot_v1_dot_store__pb2.ListEventsRequest.FromString,
                     response_serializer=facenas_dot_v1_dot_store__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'PutTargets': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutTargets,
+                    request_deserializer=facenas_dot_v1_dot_store__pb2.SearchTargets.FromString,
+                    response_serializer=facenas_dot_v1_dot_store__pb2.SearchTargets.SerializeToString,
+            ),
+            'GetTargets': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTargets,
+                    request_deserializer=facenas_dot_v1_dot_store__pb2.GetTargetsRequest.FromString,
+                    response_serializer=facenas_dot_v1_dot_store__pb2.SearchTargets.SerializeToString,
+            ),
+            'PutFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutFailure,
+                    request_deserializer=facenas_dot_v1_dot_store__pb2.Failure.FromString,
+                    response_serializer=facenas_dot_v1_dot_store__pb2.Failure.SerializeToString,
+            ),
+            'ListFailures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFailures,
+                    request_deserializer=facenas_dot_v1_dot_store__pb2.ListFailuresRequest.FromString,
+                    response_serializer=facenas_dot_v1_dot_store__pb2.ListFailuresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -694,6 +759,114 @@ class Store:
             '/facenas.v1.Store/ListEvents',
             facenas_dot_v1_dot_store__pb2.ListEventsRequest.SerializeToString,
             facenas_dot_v1_dot_store__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutTargets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Store/PutTargets',
+            facenas_dot_v1_dot_store__pb2.SearchTargets.SerializeToString,
+            facenas_dot_v1_dot_store__pb2.SearchTargets.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTargets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Store/GetTargets',
+            facenas_dot_v1_dot_store__pb2.GetTargetsRequest.SerializeToString,
+            facenas_dot_v1_dot_store__pb2.SearchTargets.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Store/PutFailure',
+            facenas_dot_v1_dot_store__pb2.Failure.SerializeToString,
+            facenas_dot_v1_dot_store__pb2.Failure.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFailures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Store/ListFailures',
+            facenas_dot_v1_dot_store__pb2.ListFailuresRequest.SerializeToString,
+            facenas_dot_v1_dot_store__pb2.ListFailuresResponse.FromString,
             options,
             channel_credentials,
             insecure,

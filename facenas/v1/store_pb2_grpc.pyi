@@ -50,6 +50,11 @@ class StoreStub:
     ListIterations: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListIterationsRequest, _store_pb2.ListIterationsResponse]
     AppendEvent: _grpc.UnaryUnaryMultiCallable[_store_pb2.AppendEventRequest, _store_pb2.Event]
     ListEvents: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListEventsRequest, _store_pb2.ListEventsResponse]
+    PutTargets: _grpc.UnaryUnaryMultiCallable[_store_pb2.SearchTargets, _store_pb2.SearchTargets]
+    """Search state (schema v2): targets conflict when re-written with another value; failures: first wins."""
+    GetTargets: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetTargetsRequest, _store_pb2.SearchTargets]
+    PutFailure: _grpc.UnaryUnaryMultiCallable[_store_pb2.Failure, _store_pb2.Failure]
+    ListFailures: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListFailuresRequest, _store_pb2.ListFailuresResponse]
 
 @_typing.type_check_only
 class StoreAsyncStub(StoreStub):
@@ -73,6 +78,11 @@ class StoreAsyncStub(StoreStub):
     ListIterations: _aio.UnaryUnaryMultiCallable[_store_pb2.ListIterationsRequest, _store_pb2.ListIterationsResponse]  # type: ignore[assignment]
     AppendEvent: _aio.UnaryUnaryMultiCallable[_store_pb2.AppendEventRequest, _store_pb2.Event]  # type: ignore[assignment]
     ListEvents: _aio.UnaryUnaryMultiCallable[_store_pb2.ListEventsRequest, _store_pb2.ListEventsResponse]  # type: ignore[assignment]
+    PutTargets: _aio.UnaryUnaryMultiCallable[_store_pb2.SearchTargets, _store_pb2.SearchTargets]  # type: ignore[assignment]
+    """Search state (schema v2): targets conflict when re-written with another value; failures: first wins."""
+    GetTargets: _aio.UnaryUnaryMultiCallable[_store_pb2.GetTargetsRequest, _store_pb2.SearchTargets]  # type: ignore[assignment]
+    PutFailure: _aio.UnaryUnaryMultiCallable[_store_pb2.Failure, _store_pb2.Failure]  # type: ignore[assignment]
+    ListFailures: _aio.UnaryUnaryMultiCallable[_store_pb2.ListFailuresRequest, _store_pb2.ListFailuresResponse]  # type: ignore[assignment]
 
 class StoreServicer(metaclass=_abc_1.ABCMeta):
     """The only owner of durable state. Every write is idempotent; immutable records re-written with
@@ -183,5 +193,34 @@ class StoreServicer(metaclass=_abc_1.ABCMeta):
         request: _store_pb2.ListEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_pb2.ListEventsResponse, _abc.Awaitable[_store_pb2.ListEventsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PutTargets(
+        self,
+        request: _store_pb2.SearchTargets,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.SearchTargets, _abc.Awaitable[_store_pb2.SearchTargets]]:
+        """Search state (schema v2): targets conflict when re-written with another value; failures: first wins."""
+
+    @_abc_1.abstractmethod
+    def GetTargets(
+        self,
+        request: _store_pb2.GetTargetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.SearchTargets, _abc.Awaitable[_store_pb2.SearchTargets]]: ...
+
+    @_abc_1.abstractmethod
+    def PutFailure(
+        self,
+        request: _store_pb2.Failure,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.Failure, _abc.Awaitable[_store_pb2.Failure]]: ...
+
+    @_abc_1.abstractmethod
+    def ListFailures(
+        self,
+        request: _store_pb2.ListFailuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.ListFailuresResponse, _abc.Awaitable[_store_pb2.ListFailuresResponse]]: ...
 
 def add_StoreServicer_to_server(servicer: StoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

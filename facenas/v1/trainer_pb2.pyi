@@ -76,7 +76,7 @@ class FullTrainProgress(_message.Message):
     val_miou_global: _builtins.float
     seconds: _builtins.float
     done: _builtins.bool
-    """Set on the last message."""
+    """Set on the last message, which repeats the final epoch's figures (as metrics.json has them)."""
     output_dir: _builtins.str
     onnx_path: _builtins.str
     resumed_from: _builtins.int

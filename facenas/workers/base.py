@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from facenas.domain import Budget, EvalSpace
 from facenas.errors import DatasetError, InvalidInput
@@ -19,6 +19,57 @@ from facenas.space.params import SearchSpaceParams
 
 #: Called now and then during long work; raises (e.g. Cancelled) to abandon it.
 CheckAlive = Callable[[], None]
+#: A training loop's per-step callback: (step, total, loss).
+StepCallback = Callable[[int, int, float], None]
+
+
+class Work(Protocol):
+    """What a running evaluation may use and must tell: its device, whether to go on, its progress."""
+
+    @property
+    def device(self) -> str:
+        """The device this evaluation slot owns (``cpu``, ``cuda:0``...)."""
+        ...
+
+    def check_alive(self) -> None:
+        """Raise :class:`~facenas.errors.Cancelled` when the evaluation was cancelled."""
+
+    def report(self, phase: str, step: int = 0, total: int = 0, loss: float | None = None) -> None:
+        """Progress within ``phase`` (e.g. ``train``, ``measure``); also checks for cancellation."""
+
+
+@dataclass
+class DetachedWork:
+    """A :class:`Work` for direct calls (CLI, benches, tests): never cancelled unless ``check`` raises;
+    progress is dropped."""
+
+    device: str = "cpu"
+    check: CheckAlive | None = None
+
+    def check_alive(self) -> None:
+        if self.check is not None:
+            self.check()
+
+    def report(self, phase: str, step: int = 0, total: int = 0, loss: float | None = None) -> None:
+        self.check_alive()
+
+
+def step_reporter(
+    work: Work, phase: str = "train", between_steps: Callable[[], object] | None = None
+) -> StepCallback:
+    """A training loop's ``on_step`` that reports each step of ``phase`` to ``work``; ``between_steps``
+    (e.g. the quiet gate's ``yield_point``) runs after each step, before the next one starts."""
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        work.report(phase, step, total, loss)
+        if between_steps is not None:
+            between_steps()
+
+    return on_step
+
+
+#: The start of every simulated result's target key (``--backend sim``); no real backend's key has it.
+SIM_PREFIX = "sim:"
 
 
 @dataclass(frozen=True)
@@ -28,6 +79,11 @@ class TargetInfo:
     key: str
     description: str
     emulated: bool = False
+
+    @property
+    def simulated(self) -> bool:
+        """Whether results under this key are simulated (:mod:`facenas.workers.sim`), not measured."""
+        return self.key.startswith(SIM_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -44,7 +100,7 @@ class EvaluationBackend(abc.ABC):
 
     #: Archai objective names this backend evaluates.
     objectives: tuple[str, ...] = ()
-    #: Evaluations it runs at once (latency measurements must not overlap: 1).
+    #: Evaluations it runs at once by default (latency measurements must not overlap: 1).
     capacity: int = 1
 
     @abc.abstractmethod
@@ -53,9 +109,13 @@ class EvaluationBackend(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(
-        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, check_alive: CheckAlive
+        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, work: Work
     ) -> Measurement:
-        """Measure ``objective`` for ``arch``; raise InvalidInput for requests it cannot serve."""
+        """Measure ``objective`` for ``arch`` on ``work.device``, reporting progress to ``work``.
+
+        Raise InvalidInput for what it cannot evaluate (the model or request), Unavailable when something
+        it needs is missing right now, UnstableMeasurement when a figure would not settle.
+        """
 
     def check_objective(self, objective: str) -> None:
         if objective not in self.objectives:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from facenas.domain import Budget, EvalSpace
+from facenas.hostgate import quiet_gate
 from facenas.latency import LatencyProtocol, host_info
-from facenas.pipeline import measure_arch_latency
+from facenas.latency.cpu import ensure_stable, measure_onnx_latency
+from facenas.pipeline import arch_to_onnx
 from facenas.space.hgnet import Arch
-from facenas.workers.base import CheckAlive, EvaluationBackend, Measurement, TargetInfo, space_params_for
+from facenas.workers.base import EvaluationBackend, Measurement, TargetInfo, Work, space_params_for
 
 OBJECTIVE = "CPU ONNX Latency (s)"
 
 
 class CpuLatencyBackend(EvaluationBackend):
-    """Measures on this host; one measurement at a time so measurements never disturb each other."""
+    """Measures on this host; one measurement at a time so measurements never disturb each other, and
+    none while a training step of a process sharing the quiet gate runs. A figure that stays unstable
+    (a busy host, high dispersion) fails as UnstableMeasurement instead of being returned."""
 
     objectives = (OBJECTIVE,)
     capacity = 1
@@ -30,8 +34,13 @@ class CpuLatencyBackend(EvaluationBackend):
         )
 
     def evaluate(
-        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, check_alive: CheckAlive
+        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, work: Work
     ) -> Measurement:
-        check_alive()
-        result = measure_arch_latency(arch, space_params_for(space), self.protocol, space.img_size)
-        return Measurement(result.median_s, "s", result.to_dict())
+        work.report("export")
+        export = arch_to_onnx(arch, space_params_for(space), space.img_size)
+        work.report("wait-quiet")  # training on this host pauses while a latency is measured
+        with quiet_gate().measuring() as window:
+            work.report("measure")
+            result = measure_onnx_latency(export.model_bytes, protocol=self.protocol)
+        ensure_stable(result)  # an unstable figure is never kept: the searcher measures it again later
+        return Measurement(result.median_s, "s", {**result.to_dict(), "quiet_gate": window.to_dict()})

@@ -16,16 +16,20 @@ One evaluation at a time (``capacity = 1``): this service's own training never o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
+from facenas.data.cache import cache_for
 from facenas.data.facesynth import split_indices
 from facenas.domain import Budget, EvalSpace
-from facenas.latency import LatencyProtocol, host_info
+from facenas.hostgate import QuietWindow, quiet_gate
+from facenas.latency import LatencyProtocol, ensure_stable, host_info
 from facenas.latency.quantized import (
     ACTIVATION_TYPE,
     WEIGHT_TYPE,
@@ -40,13 +44,14 @@ from facenas.pipeline import DatasetSplits, arch_to_onnx, partial_train_model
 from facenas.space.hgnet import Arch
 from facenas.train.loop import resolve_device
 from facenas.workers.base import (
-    CheckAlive,
     EvaluationBackend,
     Measurement,
     TargetInfo,
+    Work,
     dataset_key,
     space_params_for,
     split_key,
+    step_reporter,
 )
 from facenas.workers.trainer import training_config
 
@@ -74,6 +79,7 @@ class SnpEmulationBackend(EvaluationBackend):
         val_fraction: float = 0.02,
         test_fraction: float = 0.10,
         device: str = "cpu",
+        data_cache: str = "auto",
     ):
         self.dataset_dir = Path(dataset_dir)
         self.protocol = protocol or LatencyProtocol()
@@ -84,7 +90,8 @@ class SnpEmulationBackend(EvaluationBackend):
         training_config(Budget(), device)  # a bad device or split fails here, not at the first request
         split_indices(0, val_fraction, test_fraction)
         self.dataset_key = dataset_key(self.dataset_dir)  # fails early on a bad directory
-        self._calibration = CalibrationCache(self.dataset_dir, calibration_images)
+        self.data_cache = data_cache  # --data-cache: see facenas.data.cache.cache_for
+        self._calibration = CalibrationCache(self.dataset_dir, calibration_images, data_cache)
         self._splits: dict[tuple[int, int], DatasetSplits] = {}
 
     def target(self, objective: str, space: EvalSpace) -> TargetInfo:
@@ -112,40 +119,56 @@ class SnpEmulationBackend(EvaluationBackend):
         return f"qdq-{types}-{METHOD}-{granularity}-cal{self.calibration_images}-ort{ort.__version__}"
 
     def evaluate(
-        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, check_alive: CheckAlive
+        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, work: Work
     ) -> Measurement:
         self.check_objective(objective)
         if objective == IOU_OBJECTIVE:
-            return self._quantized_iou(arch, space, budget, check_alive)
+            return self._quantized_iou(arch, space, budget, work)
+        work.report("calibrate")
         calibration = self._calibration.get(space.img_size, _LATENCY_SPLIT)
-        check_alive()
+        work.report("export")
         export = arch_to_onnx(arch, space_params_for(space), space.img_size)
-        result = measure_quantized_latency(export.model_bytes, calibration, self.protocol)
-        details = {**result.to_dict(), "emulated": True, "backend": BACKEND}
+        work.report("quantize")
+        windows: list[QuietWindow] = []
+
+        @contextlib.contextmanager
+        def quiet() -> Iterator[None]:  # training on this host pauses while the int8 model is timed
+            work.report("wait-quiet")
+            with quiet_gate().measuring() as window:
+                windows.append(window)
+                work.report("measure")
+                yield
+
+        result = measure_quantized_latency(export.model_bytes, calibration, self.protocol, quiet=quiet)
+        ensure_stable(result.int8)  # an unstable figure is never kept: the searcher measures it again
+        details = {
+            **result.to_dict(),
+            "emulated": True,
+            "backend": BACKEND,
+            "quiet_gate": windows[0].to_dict(),
+        }
         return Measurement(result.int8.median_s, "s", details)
 
-    def _quantized_iou(
-        self, arch: Arch, space: EvalSpace, budget: Budget, check_alive: CheckAlive
-    ) -> Measurement:
+    def _quantized_iou(self, arch: Arch, space: EvalSpace, budget: Budget, work: Work) -> Measurement:
         """Partial training as the trainer does it, then int8 QDQ and val mIOU with onnxruntime."""
+        work.report("load")
         data = self._data(space.img_size)
         config = training_config(budget, self.device)
         calibration = self._calibration.get(space.img_size, (self.val_fraction, self.test_fraction))
-        check_alive()
         began = time.perf_counter()
-        model, trained = partial_train_model(
-            arch, space_params_for(space), data, config, on_step=lambda *_: check_alive()
-        )
-        check_alive()
+        with quiet_gate().working() as gate:  # a CPU latency measurement on this host pauses the training
+            on_step = step_reporter(work, between_steps=gate.yield_point)
+            model, trained = partial_train_model(arch, space_params_for(space), data, config, on_step)
+        work.report("quantize")
         quantizing = time.perf_counter()
         export = export_onnx(model.cpu(), space.img_size, space.in_channels)
         int8_bytes = quantize_int8(export.model_bytes, calibration, METHOD, PER_CHANNEL)
-        check_alive()
+        work.report("evaluate")
         evaluating = time.perf_counter()
         batch = config.eval_batch_size  # partial training's evaluation batches
         max_images = config.max_eval_batches * batch if config.max_eval_batches else None
         int8_miou, int8_global = onnx_miou(int8_bytes, data.val, space.num_classes, max_images, batch)
-        check_alive()
+        work.check_alive()
         fp32_miou, fp32_global = onnx_miou(export.model_bytes, data.val, space.num_classes, max_images, batch)
         details: dict[str, Any] = {
             "int8_miou": int8_miou,
@@ -178,7 +201,8 @@ class SnpEmulationBackend(EvaluationBackend):
 
     def _data(self, img_size: tuple[int, int]) -> DatasetSplits:
         if img_size not in self._splits:
+            cache = cache_for(self.data_cache, self.dataset_dir, img_size)
             self._splits[img_size] = DatasetSplits.open(
-                self.dataset_dir, img_size, self.val_fraction, self.test_fraction
+                self.dataset_dir, img_size, self.val_fraction, self.test_fraction, cache
             )
         return self._splits[img_size]

@@ -24,7 +24,14 @@ from facenas.snp.boards import Board, BoardPool
 from facenas.snp.profiler import BoardRunner, ProfilePlan, ProfileResult
 from facenas.snp.sdk import DlcInfo, SnpeSdk, write_raw_inputs
 from facenas.space.hgnet import Arch
-from facenas.workers.base import CheckAlive, EvaluationBackend, Measurement, TargetInfo, space_params_for
+from facenas.workers.base import (
+    CheckAlive,
+    EvaluationBackend,
+    Measurement,
+    TargetInfo,
+    Work,
+    space_params_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ class SnpeBackend(EvaluationBackend):
         profile_images: int = 4,
         hexagon_arch: str | None = None,
         enhanced_quantizer: bool = True,
+        data_cache: str = "auto",
     ) -> None:
         self.sdk = sdk
         self.pool = pool
@@ -57,7 +65,7 @@ class SnpeBackend(EvaluationBackend):
         self.enhanced_quantizer = enhanced_quantizer
         self.runner = BoardRunner(pool.adb, sdk, self.plan, hexagon_arch)
         self.capacity = max(1, len(pool.healthy()))
-        self._calibration = CalibrationCache(self.dataset_dir, calibration_images)
+        self._calibration = CalibrationCache(self.dataset_dir, calibration_images, data_cache)
 
     def target(self, objective: str, space: EvalSpace) -> TargetInfo:
         if not self.pool.soc:
@@ -70,14 +78,17 @@ class SnpeBackend(EvaluationBackend):
         )
 
     def evaluate(
-        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, check_alive: CheckAlive
+        self, arch: Arch, objective: str, space: EvalSpace, budget: Budget, work: Work
     ) -> Measurement:
+        check_alive = work.check_alive
+        work.report("compile")
         calibration = self._calibration.get(space.img_size)
         with tempfile.TemporaryDirectory(prefix="facenas-snpe-") as tmp:
             workdir = Path(tmp)
             dlc, info = self._compile(arch, space, calibration, workdir, check_alive)
             inputs = workdir / "device-inputs"
             write_raw_inputs(calibration[: self.profile_images], inputs, device_dir="inputs")
+            work.report("profile")
             result, board = self._profile_somewhere(dlc, inputs, workdir, check_alive)
         details = {
             "backend": BACKEND,

@@ -2,6 +2,8 @@
 
 ``--backend auto`` (the default) takes SNPE when its tools are installed and adb lists at least one
 board, else the emulation, and logs why; the emulation's results are labelled ``emulated`` everywhere.
+``--backend sim`` serves simulated values (:mod:`facenas.workers.sim`), labelled ``simulated``, without a
+dataset, onnxruntime or torch. :func:`backend_probes` says what each backend needs to be SERVING.
 """
 
 from __future__ import annotations
@@ -13,39 +15,44 @@ import shutil
 from pathlib import Path
 
 from facenas.errors import ConfigError, InvalidInput, MeasurementError, Unavailable
-from facenas.latency import LatencyProtocol
-from facenas.rpc.app import env
+from facenas.probes import boards_probe, data_cache_probe, dataset_probe, onnxruntime_probe
+from facenas.rpc.app import add_split_flags, add_stability_flags, latency_protocol
+from facenas.rpc.flags import ServiceParser, env, number
+from facenas.rpc.health import Probe
+from facenas.sim.flags import SIM_HELP, add_sim_flags, sim_backend
 from facenas.snp.adb import Adb
 from facenas.snp.boards import BoardPool
-from facenas.snp.profiler import PERF_PROFILES, RUNTIMES, ProfilePlan
+from facenas.snp.profiler import MIN_RUNS, PERF_PROFILES, RUNTIMES, ProfilePlan
 from facenas.snp.sdk import SnpeSdk
 from facenas.workers.base import EvaluationBackend
-from facenas.workers.snp_emulation import SnpEmulationBackend
+from facenas.workers.sim import SimBackend
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "emulation", "snpe", "aihub")
+BACKENDS = ("auto", "emulation", "snpe", "aihub", "sim")
 
 
-def add_backend_flags(p: argparse.ArgumentParser) -> None:
+def add_backend_flags(p: ServiceParser) -> None:
     """Flags of every backend (each also read from ``FACENAS_<FLAG>``)."""
-    p.add_argument("--backend", choices=BACKENDS, default=env("backend", "auto"))
-    p.add_argument("--calibration-images", type=int, default=int(env("calibration_images", 16)))
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=env("backend", "auto"),
+        help="auto: snpe when its SDK and a board are found, else emulation (int8 on this host, labelled "
+        f"emulated); aihub: Qualcomm AI Hub; {SIM_HELP}",
+    )
+    p.add_argument("--calibration-images", type=number(int, 1, 10_000), default=env("calibration_images", 16))
     emulation = p.add_argument_group("emulation (int8 onnxruntime QDQ on this host)")
     emulation.add_argument(
         "--threads",
-        type=int,
-        default=int(env("threads", 1)),
+        type=number(int, 1, 1024),
+        default=env("threads", 1),
         help="onnxruntime intra-op threads; also torch's threads when training for the quantized IOU",
     )
-    emulation.add_argument("--rounds", type=int, default=int(env("rounds", 7)))
-    emulation.add_argument(
-        "--val-fraction",
-        type=float,
-        default=float(env("val_fraction", 0.02)),
-        help="validation split of the quantized IOU objective (as the trainers')",
-    )
-    emulation.add_argument("--test-fraction", type=float, default=float(env("test_fraction", 0.10)))
+    emulation.add_argument("--rounds", type=number(int, 2, 1000), default=env("rounds", 7))
+    add_stability_flags(p)
+    add_split_flags(p, emulation)
+    add_sim_flags(p)
     snpe = p.add_argument_group("snpe (Snapdragon boards over adb)")
     snpe.add_argument(
         "--snpe-root", type=Path, default=env("snpe_root", os.environ.get("SNPE_ROOT")), help="SNPE SDK root"
@@ -57,23 +64,49 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
     snpe.add_argument(
         "--perf-profile", choices=PERF_PROFILES, default=env("perf_profile", "high_performance")
     )
-    snpe.add_argument("--snpe-runs", type=int, default=int(env("snpe_runs", 5)), help="runs per round")
-    snpe.add_argument("--snpe-max-rounds", type=int, default=int(env("snpe_max_rounds", 3)))
-    snpe.add_argument("--snpe-max-cv", type=float, default=float(env("snpe_max_cv", 0.10)), help="stdev/mean")
-    snpe.add_argument("--profile-images", type=int, default=int(env("profile_images", 4)))
+    snpe.add_argument(
+        "--snpe-runs", type=number(int, MIN_RUNS), default=env("snpe_runs", 5), help="runs per round"
+    )
+    snpe.add_argument("--snpe-max-rounds", type=number(int, 1), default=env("snpe_max_rounds", 3))
+    snpe.add_argument(
+        "--snpe-max-cv",
+        type=number(float, above=0),
+        default=env("snpe_max_cv", 0.10),
+        help="stdev/mean (< 1)",
+    )
+    snpe.add_argument("--profile-images", type=number(int, 1), default=env("profile_images", 4))
     snpe.add_argument("--hexagon-arch", default=env("hexagon_arch", None), help="e.g. v68 (default: by SoC)")
-    snpe.add_argument("--adb-timeout", type=float, default=float(env("adb_timeout", 60.0)), help="seconds")
+    snpe.add_argument(
+        "--adb-timeout", type=number(float, above=0), default=env("adb_timeout", 60.0), help="seconds"
+    )
     hub = p.add_argument_group("aihub (Qualcomm AI Hub hosted devices)")
     hub.add_argument("--aihub-python", default=env("aihub_python", None), help="python of the qai-hub venv")
     hub.add_argument("--aihub-device", default=env("aihub_device", None), help='e.g. "Samsung Galaxy S23"')
-    hub.add_argument("--aihub-timeout", type=float, default=float(env("aihub_timeout", 3600.0)))
+    hub.add_argument("--aihub-timeout", type=number(float, above=0), default=env("aihub_timeout", 3600.0))
+    p.add_check(_backend_problems, "backend", "snpe_max_cv")
+
+
+def _backend_problems(args: argparse.Namespace) -> list[str]:
+    """What the chosen backend needs from the flags (what it needs from the host is checked at build)."""
+    problems = []
+    if args.snpe_max_cv >= 1:
+        problems.append(f"--snpe-max-cv: {args.snpe_max_cv} must be < 1")
+    if args.backend == "snpe" and args.snpe_root is None:
+        problems.append("--snpe-root (or SNPE_ROOT): the SNPE SDK directory is needed by --backend snpe")
+    if args.backend == "aihub":
+        problems += [
+            f"--{flag}: needed by --backend aihub"
+            for flag in ("aihub-python", "aihub-device")
+            if not getattr(args, flag.replace("-", "_"))
+        ]
+    return problems
 
 
 def build_backend(args: argparse.Namespace) -> EvaluationBackend:
     """The backend ``args`` ask for; ConfigError/InvalidInput with what to fix when it cannot start."""
-    if args.calibration_images < 1:
-        raise ConfigError([f"--calibration-images: {args.calibration_images} must be >= 1"])
     choice = args.backend
+    if choice == "sim":
+        return sim_backend("latency_snp", args)
     if choice == "auto":
         choice, reason = _auto(args)
         log.info("backend chosen", extra={"backend": choice, "reason": reason})
@@ -84,21 +117,44 @@ def build_backend(args: argparse.Namespace) -> EvaluationBackend:
     return _emulation(args)
 
 
+def backend_probes(backend: EvaluationBackend, args: argparse.Namespace, guards: list[str]) -> list[Probe]:
+    """What ``backend`` needs: the dataset (calibration images) always; SNPE an attached healthy board
+    (discovered again on every check), the emulation a working onnxruntime; AI Hub nothing more here."""
+    if isinstance(backend, SimBackend):
+        return []  # it needs nothing
+    from facenas.workers.snp_emulation import SnpEmulationBackend
+    from facenas.workers.snpe import SnpeBackend
+
+    probes = [dataset_probe(args.dataset_dir, guards), data_cache_probe(args.data_cache, guards)]
+    if isinstance(backend, SnpeBackend):
+        probes.append(boards_probe(backend.pool, guards, timeout_s=args.adb_timeout + 5.0))
+    elif isinstance(backend, SnpEmulationBackend):
+        probes.append(onnxruntime_probe(guards))
+    return [p for p in probes if p is not None]
+
+
 def _emulation(args: argparse.Namespace) -> EvaluationBackend:
+    from facenas.workers.snp_emulation import SnpEmulationBackend  # onnxruntime, torch: not for sim
+
     if args.threads > 0:
         import torch
 
         torch.set_num_threads(args.threads)  # no spare OpenMP threads spinning while a model is timed
-    protocol = LatencyProtocol(intra_op_threads=args.threads, rounds=args.rounds)
+    protocol = latency_protocol(args)
     return SnpEmulationBackend(
-        args.dataset_dir, protocol, args.calibration_images, args.val_fraction, args.test_fraction
+        args.dataset_dir,
+        protocol,
+        args.calibration_images,
+        args.val_fraction,
+        args.test_fraction,
+        data_cache=args.data_cache,
     )
 
 
 def _snpe(args: argparse.Namespace) -> EvaluationBackend:
     from facenas.workers.snpe import SnpeBackend
 
-    if args.snpe_root is None:
+    if args.snpe_root is None:  # (--backend snpe without it is refused with the flags)
         raise ConfigError(["--snpe-root (or SNPE_ROOT): the SNPE SDK directory is needed by --backend snpe"])
     plan = ProfilePlan(
         args.runtime, args.snpe_runs, args.snpe_max_rounds, args.snpe_max_cv, args.perf_profile
@@ -119,15 +175,21 @@ def _snpe(args: argparse.Namespace) -> EvaluationBackend:
     if not boards:
         log.warning("no board yet; requests fail with UNAVAILABLE until one is attached")
     return SnpeBackend(
-        sdk, pool, args.dataset_dir, plan, args.calibration_images, args.profile_images, args.hexagon_arch
+        sdk,
+        pool,
+        args.dataset_dir,
+        plan,
+        args.calibration_images,
+        args.profile_images,
+        args.hexagon_arch,
+        data_cache=args.data_cache,
     )
 
 
 def _aihub(args: argparse.Namespace) -> EvaluationBackend:
     from facenas.snp.aihub import AiHubBackend
 
-    problems = [f"--{flag}: needed by --backend aihub" for flag in ("aihub-python", "aihub-device")
-                if not getattr(args, flag.replace("-", "_"))]  # fmt: skip
+    problems = _backend_problems(args)  # (refused with the flags already)
     if problems:
         raise ConfigError(problems)
     backend = AiHubBackend(
@@ -136,6 +198,7 @@ def _aihub(args: argparse.Namespace) -> EvaluationBackend:
         dataset_dir=args.dataset_dir,
         calibration_images=args.calibration_images,
         timeout_s=args.aihub_timeout,
+        data_cache=args.data_cache,
     )
     backend.check()
     return backend

@@ -1,4 +1,4 @@
-"""The searcher service: proposes architectures and drives multi-objective searches.
-
-Not implemented yet; the domain code it will serve lives in the ``facenas`` package.
-"""
+"""The searcher service: runs multi-objective searches (proposals, evaluations dispatched to the
+replicas of the objective services, every record in the store) and serves ``facenas.v1.Searcher``;
+``python -m services.searcher``, wiring in ``server.py``, the API in ``servicer.py``, the logic in
+``facenas.search``."""

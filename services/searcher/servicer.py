@@ -8,7 +8,9 @@ from typing import Any
 
 import grpc
 
+from facenas import limits
 from facenas.errors import ConfigError
+from facenas.limits import Page, fill_page
 from facenas.search.manager import SearchManager
 from facenas.search.protoconv import snapshot_to_proto, summary_to_proto
 from facenas.store.protoconv import event_to_proto
@@ -38,7 +40,14 @@ class SearcherServicer(searcher_pb2_grpc.SearcherServicer):
         return summary_to_proto(self.manager.summary(request.search_id))
 
     def ListSearches(self, request: store_pb2.ListSearchesRequest, context: Ctx) -> Any:
-        return searcher_pb2.ListSearchesReply(searches=[summary_to_proto(s) for s in self.manager.list()])
+        """A page of searches, cut at the reply budget of ``facenas.limits``."""
+
+        def fetch(offset: int, n: int) -> Page[searcher_pb2.SearchSummary]:
+            found = self.manager.list_page(n, limits.page_token(offset))
+            return Page([summary_to_proto(s) for s in found.items], found.next_page_token)
+
+        page = fill_page(fetch, lambda m: m.ByteSize() + 8, request.page_size, request.page_token)
+        return searcher_pb2.ListSearchesReply(searches=page.items, next_page_token=page.next_page_token)
 
     def WatchSearch(self, request: searcher_pb2.WatchSearchRequest, context: Ctx) -> Iterator[Any]:
         gone = threading.Event()
@@ -58,7 +67,9 @@ class SearcherServicer(searcher_pb2_grpc.SearcherServicer):
         reply.iteration = last.iteration
         reply.hypervolume = last.hypervolume
         for archid in last.pareto:
-            c = by_id[archid]
+            c = by_id.get(archid)
+            if c is None:  # an iteration record naming an arch that is not a candidate of this search
+                continue
             reply.points.append(
                 searcher_pb2.ParetoPoint(archid=archid, iteration=c.iteration, objectives=dict(c.values))
             )
@@ -75,7 +86,7 @@ class SearcherServicer(searcher_pb2_grpc.SearcherServicer):
         )
 
     def CancelSearch(self, request: searcher_pb2.SearchRef, context: Ctx) -> Any:
-        self.manager.cancel(request.search_id)
+        self.manager.cancel(request.search_id, requested_by=context.peer())
         return summary_to_proto(self.manager.summary(request.search_id))
 
     def ResumeSearch(self, request: searcher_pb2.SearchRef, context: Ctx) -> Any:

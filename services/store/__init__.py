@@ -1,4 +1,3 @@
-"""The store service: durable searches, architectures and results.
-
-Not implemented yet; the domain code it will serve lives in the ``facenas`` package.
-"""
+"""The store service: every durable record of facenas (searches, architectures, candidates,
+evaluations, iterations, events) over ``facenas.v1.Store``, on SQLite or PostgreSQL;
+``python -m services.store``, wiring in ``server.py``, the logic in ``facenas.store``."""

@@ -1,4 +1,3 @@
-"""The trainer service: partial and full training of architectures.
-
-Not implemented yet; the domain code it will serve lives in the ``facenas`` package.
-"""
+"""The trainer service: partial training of architectures (the Partial Training Val. IOU objective) as
+jobs of the ``facenas.v1.Evaluator`` contract, and final training (``facenas.v1.Trainer``);
+``python -m services.trainer``, wiring in ``server.py``, the training in ``facenas.train``."""

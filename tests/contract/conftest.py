@@ -8,7 +8,6 @@ service) joins the whole suite with one line: ``BACKENDS["grpc"] = grpc_backend`
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -20,8 +19,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from facenas.store import SqlStore, Store
+from tests.tools import PG_URL, postgres_unreachable
 
-PG_ADMIN_URL = os.environ.get("FACENAS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = PG_URL
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,14 @@ def sqlite_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 @pytest.fixture(scope="session")
 def pg_admin() -> Iterator[Engine]:
-    """An engine on the PostgreSQL test database; skips when the server is unreachable."""
+    """An engine on the PostgreSQL test database; fails the test when the server is unreachable."""
     engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any connection problem means "no server here"
         engine.dispose()
-        pytest.skip(f"PostgreSQL unreachable at {make_url(PG_ADMIN_URL).render_as_string()}: {exc}")
+        postgres_unreachable(exc)
     yield engine
     engine.dispose()
 

@@ -11,13 +11,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    text,
+)
 
 from facenas.domain import (
     ArchRecord,
     Candidate,
     EvalKey,
     Evaluation,
+    Failure,
     IterationRecord,
     SearchStatus,
 )
@@ -38,9 +50,13 @@ T = TypeVar("T")
 
 
 def _key(
-    archid: str = "a1", objective: str = "CPU ONNX Latency (s)", budget: str = "b", target: str = "t"
+    archid: str = "a1",
+    objective: str = "CPU ONNX Latency (s)",
+    budget: str = "b",
+    target: str = "t",
+    model: str = "m1",
 ) -> EvalKey:
-    return EvalKey(archid, objective, budget, target)
+    return EvalKey(archid, objective, budget, target, model)
 
 
 def _evaluation(key: EvalKey | None = None, value: float = 0.125) -> Evaluation:
@@ -169,6 +185,47 @@ def test_candidates_order_idempotence_conflicts(store: Store) -> None:
     assert store.list_candidates("s1") == added
 
 
+def test_candidates_by_archid_prefix(store: Store) -> None:
+    store.create_search("s1", "n", "c")
+    store.create_search("s2", "n", "c")
+    for archid in ("ab12", "ab34", "Ab56", "cd78", "a%b", "a_c"):
+        store.add_candidate(Candidate("s1", archid, 0))
+    store.add_candidate(Candidate("s2", "ab99", 0))
+
+    def found(prefix: str, page_size: int = 0) -> list[str]:
+        return [c.archid for c in store.list_candidates_page("s1", page_size, "", prefix).items]
+
+    assert found("ab") == ["ab12", "ab34"]  # in order, this search only, case-sensitive
+    assert found("ab3") == ["ab34"]
+    assert found("ab12") == ["ab12"]
+    assert found("ab123") == []
+    assert found("x") == []
+    assert found("a%") == ["a%b"] and found("a_") == ["a_c"]  # no wildcards
+    assert found("") == ["ab12", "ab34", "Ab56", "cd78", "a%b", "a_c"]
+    first = store.list_candidates_page("s1", 1, "", "ab")
+    assert [c.archid for c in first.items] == ["ab12"] and first.next_page_token
+    rest = store.list_candidates_page("s1", 1, first.next_page_token, "ab")
+    assert [c.archid for c in rest.items] == ["ab34"] and not rest.next_page_token
+    with pytest.raises(NotFound):
+        store.list_candidates_page("nope", 0, "", "ab")
+
+
+def test_a_candidate_keeps_the_model_its_search_builds(store: Store) -> None:
+    """Two searches may build different models under one archid (Archai's leaves the widths out)."""
+    store.create_search("s1", "n", "c")
+    store.create_search("s2", "n", "c")
+    document = '{"stem_stride": 2}'
+    first = store.add_candidate(Candidate("s1", "a", 0, (), 0.0, document, 1_000_018, "m18"))
+    second = store.add_candidate(Candidate("s2", "a", 0, (), 0.0, document, 1_000_007, "m7"))
+    assert (first.document, first.params, first.model) == (document, 1_000_018, "m18")
+    assert store.list_candidates("s2") == [second] and second.params == 1_000_007
+    for change in ({"document": "{}"}, {"params": 1}, {"model": "m7"}):
+        with pytest.raises(StoreConflict, match="a"):
+            store.add_candidate(dataclasses.replace(first, **change))
+    with pytest.raises(InvalidInput, match="document"):
+        store.add_candidate(Candidate("s1", "b", 0, (), 0.0, "[1, 2]", 1, "m"))
+
+
 def test_candidates_unknown_search(store: Store) -> None:
     with pytest.raises(NotFound):
         store.add_candidate(Candidate("nope", "a", 0))
@@ -209,9 +266,11 @@ def test_evaluation_conflicts(store: Store, change: dict[str, Any]) -> None:
 
 def test_evaluation_key_parts_are_distinct(store: Store) -> None:
     keys = [_key(), _key(objective="Partial Training Val. IOU"), _key(budget="b2"), _key(target="t2")]
+    keys += [_key(model="m2"), _key(model="")]  # another built model; one stored before keys named it
     stored = [store.put_evaluation(_evaluation(k, value=float(i))) for i, k in enumerate(keys)]
     assert store.get_evaluations(keys) == {s.key: s for s in stored}
-    assert len(store.list_evaluations(["a1"])) == 4
+    assert store.get_evaluations([_key(model="m3")]) == {}
+    assert len(store.list_evaluations(["a1"])) == 6
 
 
 def test_evaluation_nan_value(store: Store) -> None:
@@ -309,6 +368,57 @@ def test_events_unknown_search(store: Store) -> None:
         store.list_events("nope")
 
 
+def test_a_tokened_event_is_logged_once(store: Store) -> None:
+    store.create_search("s1", "n", "c")
+    first = store.append_event("s1", "evaluation", {"v": 1}, token="t-1")
+    again = store.append_event("s1", "evaluation", {"v": 1}, token="t-1")  # a retry after a lost reply
+    other = store.append_event("s1", "evaluation", {"v": 2}, token="t-2")
+    untokened = store.append_event("s1", "note", {})
+    assert again == first and (first.seq, other.seq, untokened.seq) == (1, 2, 3)
+    assert [e.seq for e in store.list_events("s1")] == [1, 2, 3]
+
+
+def test_concurrent_tokened_appends_log_once(store: Store) -> None:
+    store.create_search("s1", "n", "c")
+    results = _run_threads(8, lambda i: store.append_event("s1", "k", {"n": i % 2}, token=f"t{i % 2}"))
+    seqs = {_ok(r).seq for r in results}
+    assert seqs == {1, 2} and [e.seq for e in store.list_events("s1")] == [1, 2]
+
+
+# --- search state: targets and failures ---
+def test_targets_are_recorded_once_per_objective(store: Store) -> None:
+    store.create_search("s1", "n", "c")
+    assert store.get_targets("s1") == {}
+    assert store.put_targets("s1", {"lat": "cpu/x86/t1", "iou": "train/gpu"}) == {
+        "iou": "train/gpu",
+        "lat": "cpu/x86/t1",
+    }
+    assert store.put_targets("s1", {"lat": "cpu/x86/t1"}) == {"iou": "train/gpu", "lat": "cpu/x86/t1"}
+    with pytest.raises(StoreConflict, match="target"):
+        store.put_targets("s1", {"lat": "cpu/arm/t4"})  # a search's results never mix two targets
+    assert store.get_targets("s1") == {"iou": "train/gpu", "lat": "cpu/x86/t1"}
+    with pytest.raises(NotFound):
+        store.put_targets("nope", {"lat": "x"})
+    with pytest.raises(NotFound):
+        store.get_targets("nope")
+
+
+def test_failures_first_wins_in_order(store: Store) -> None:
+    store.create_search("s1", "n", "c")
+    first = store.put_failure(Failure("s1", "a2", "lat", "cannot be exported", "not_evaluable"))
+    store.put_failure(Failure("s1", "a1", "iou", "gave up after 4 attempts", "attempts"))
+    again = store.put_failure(Failure("s1", "a2", "lat", "another reason", "error"))
+    assert again == first and first.created_at > 0
+    assert [(f.archid, f.reason, f.kind) for f in store.list_failures("s1")] == [
+        ("a2", "cannot be exported", "not_evaluable"),
+        ("a1", "gave up after 4 attempts", "attempts"),
+    ]
+    with pytest.raises(NotFound):
+        store.put_failure(Failure("nope", "a1", "lat", "x"))
+    with pytest.raises(NotFound):
+        store.list_failures("nope")
+
+
 # --- durability ---
 def test_durability_close_and_reopen(backend: Backend) -> None:
     first = backend.open()
@@ -402,6 +512,101 @@ def test_multiprocess_append_event(sql_backend: Backend) -> None:
 
 
 # --- SQL specifics: schema version, URLs, unavailability ---
+def test_a_v1_store_is_migrated_with_its_targets_and_failures(sql_backend: Backend) -> None:
+    """Schema 1 kept a search's targets and failures only as events: opening it copies them to records."""
+    assert sql_backend.url is not None
+    store = sql_backend.open()
+    store.create_search("s1", "n", "c")
+    store.append_event("s1", "targets", {"targets": {"lat": "old"}})
+    store.append_event("s1", "targets", {"targets": {"lat": "cpu/x86", "iou": "train"}})
+    store.append_event("s1", "evaluation_failed", {"archid": "a1", "objective": "lat", "error": "bad"})
+    store.append_event("s1", "other", {"archid": "a2"})
+    store.close()
+    engine = create_engine(normalise_url(sql_backend.url))
+    with engine.begin() as conn:  # back to what schema 1 held
+        conn.execute(text("DELETE FROM targets"))
+        conn.execute(text("DELETE FROM failures"))
+        conn.execute(text("UPDATE schema_version SET version = 1"))
+    engine.dispose()
+    migrated = SqlStore.from_url(sql_backend.url)
+    try:
+        assert migrated.get_targets("s1") == {"iou": "train", "lat": "cpu/x86"}
+        assert [(f.archid, f.objective, f.reason) for f in migrated.list_failures("s1")] == [
+            ("a1", "lat", "bad")
+        ]
+    finally:
+        migrated.close()
+
+
+_V2 = MetaData()
+_V2_CANDIDATES = Table(  # schema 2's candidates and evaluations, as facenas wrote them
+    "candidates",
+    _V2,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("search_id", Text, nullable=False),
+    Column("archid", Text, nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("parents", Text, nullable=False),
+    Column("proposed_at", Double, nullable=False),
+    UniqueConstraint("search_id", "archid", name="uq_candidates_search_arch"),
+)
+_V2_EVALUATIONS = Table(
+    "evaluations",
+    _V2,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    *(Column(c, Text, nullable=False) for c in ("archid", "objective", "budget", "target")),
+    Column("value", Double),
+    Column("unit", Text, nullable=False),
+    Column("details", Text, nullable=False),
+    Column("worker", Text, nullable=False),
+    Column("seconds", Double),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("archid", "objective", "budget", "target", name="uq_evaluations_key"),
+)
+
+
+def test_a_v2_store_keeps_its_results_apart_from_keys_that_name_the_model(sql_backend: Backend) -> None:
+    """Schema 2's evaluation keys named no model: they stay readable under model "" (as do their
+    searches' candidates, which get their archid's document and params) and never match a new key."""
+    assert sql_backend.url is not None
+    store = sql_backend.open()
+    store.create_search("s1", "n", "c")
+    store.put_arch(ArchRecord("a1", '{"base_ch": 16}', 123_456))
+    store.close()
+    engine = create_engine(normalise_url(sql_backend.url))
+    with engine.begin() as conn:  # back to what schema 2 held
+        conn.execute(text("DROP TABLE candidates"))
+        conn.execute(text("DROP TABLE evaluations"))
+        _V2.create_all(conn)
+        conn.execute(
+            _V2_CANDIDATES.insert().values(
+                search_id="s1", archid="a1", iteration=0, parents="[]", proposed_at=1.0
+            )
+        )
+        old = {"archid": "a1", "objective": "lat", "budget": "b", "target": "t", "value": 0.25}
+        extra = {"unit": "s", "details": "{}", "worker": "w", "seconds": 1.0, "created_at": 2.0}
+        conn.execute(_V2_EVALUATIONS.insert().values(**old, **extra))
+        conn.execute(text("UPDATE schema_version SET version = 2"))
+    engine.dispose()
+    migrated = SqlStore.from_url(sql_backend.url)
+    try:
+        [candidate] = migrated.list_candidates("s1")
+        assert (candidate.document, candidate.params, candidate.model) == ('{"base_ch": 16}', 123_456, "")
+        legacy, new = EvalKey("a1", "lat", "b", "t"), EvalKey("a1", "lat", "b", "t", "m1")
+        assert migrated.get_evaluations([legacy])[legacy].value == 0.25
+        assert migrated.get_evaluations([new]) == {}
+        stored = migrated.put_evaluation(Evaluation(new, 0.5, "s"))
+        assert migrated.get_evaluations([legacy, new]) == {
+            legacy: migrated.get_evaluations([legacy])[legacy],
+            new: stored,
+        }
+        with pytest.raises(StoreConflict):
+            migrated.put_evaluation(Evaluation(legacy, 0.75, "s"))
+    finally:
+        migrated.close()
+    SqlStore.from_url(sql_backend.url).close()  # opening it again changes nothing
+
+
 def test_newer_schema_version_is_refused(sql_backend: Backend) -> None:
     assert sql_backend.url is not None
     sql_backend.open().close()  # creates the schema

@@ -37,10 +37,13 @@ import yaml
 
 from facenas.data.synth import generate_dataset
 from facenas.launcher import LocalCluster, ServiceProcess
+from facenas.rpc.job_client import run_job
 from facenas.space import HgnetSearchSpace, ParamRange, SearchSpaceParams
 from facenas.v1 import common_pb2, common_pb2_grpc, searcher_pb2, store_pb2
 from tests.fakes.fixture import FakeSnpe
 from tests.integration.conftest import System, tiny_search
+from tests.timing import scaled
+from tests.tools import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "facenas-dashboard.json"
@@ -48,10 +51,15 @@ RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed"),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def prometheus_installed() -> str:
+    """Prometheus is part of the suite's environment (.ci/run installs Debian's package)."""
+    require_binary("promtool", "apt-get install prometheus")
+    return require_binary("prometheus", "apt-get install prometheus")
+
 
 #: "<left side> <comparison> <threshold>" (the form every rule in alerts.yaml keeps).
 RUNNING_ONLY = "facenas_search_last_progress_timestamp_seconds"  # removed when a search ends
@@ -78,6 +86,18 @@ def dashboard_exprs() -> list[str]:
 def alert_rules() -> dict[str, str]:
     groups = yaml.safe_load(RULES.read_text())["groups"]
     return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"] if "alert" in rule}
+
+
+def rules_firing_within(tmp_path: Path, seconds: str) -> Path:
+    """alerts.yaml with every rule's ``for:`` shortened to ``seconds`` (the same rules, in test time)."""
+    groups = yaml.safe_load(RULES.read_text())
+    for group in groups["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = seconds
+    path = tmp_path / "alerts.yaml"
+    path.write_text(yaml.safe_dump(groups))
+    return path
 
 
 def left_side(expr: str) -> str:
@@ -142,7 +162,7 @@ def test_dashboard_and_alerts_against_a_live_system(tmp_path: Path) -> None:
             targets.setdefault(process.service, []).append(f"127.0.0.1:{process.metrics_port}")
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
+            "rule_files": [str(rules_firing_within(tmp_path, "2s"))],
             "scrape_configs": [
                 {"job_name": f"facenas-{service}", "static_configs": [{"targets": addresses}]}
                 for service, addresses in sorted(targets.items())
@@ -164,6 +184,7 @@ def test_dashboard_and_alerts_against_a_live_system(tmp_path: Path) -> None:
         try:
             prom = Prometheus(f"http://127.0.0.1:{port}")
             _exercise(prom, system, snp, proc, tmp_path / "prometheus.log")
+            _a_killed_worker_fires_worker_down(prom, system)
         finally:
             proc.terminate()
             try:
@@ -182,13 +203,13 @@ def _measure_on_board(snp: ServiceProcess) -> None:
         space=common_pb2.SearchSpace(num_classes=18, in_channels=3, img_width=64, img_height=64),
     )
     stub = common_pb2_grpc.EvaluatorStub(grpc.insecure_channel(snp.address))
-    assert stub.Evaluate(request, timeout=120).value > 0
+    assert run_job(stub, request, timeout_s=120).value > 0
 
 
 def _exercise(
     prom: Prometheus, system: System, snp: ServiceProcess, proc: subprocess.Popen[bytes], log: Path
 ) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while True:
         assert proc.poll() is None, f"prometheus exited:\n{log.read_text()[-3000:]}"
         try:
@@ -223,11 +244,11 @@ def _exercise(
 
     _measure_on_board(snp)
     request = searcher_pb2.WatchSearchRequest(search_id=search_id)
-    kinds = [event.kind for event in stub.WatchSearch(request, timeout=300)]
+    kinds = [event.kind for event in stub.WatchSearch(request, timeout=scaled(300))]
     assert kinds[-1] == "completed", kinds
 
     time.sleep(3)  # a few scrapes of the finished search
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + scaled(20)
     while missing := prom.empty(after):
         assert time.monotonic() < deadline, f"dashboard expressions without data: {missing}"
         time.sleep(1)
@@ -238,3 +259,22 @@ def _exercise(
     loaded = prom.get("/api/v1/rules")["data"]["groups"]
     health = {rule["name"]: rule["health"] for group in loaded for rule in group["rules"]}
     assert health == dict.fromkeys(rules, "ok"), health
+
+
+def _a_killed_worker_fires_worker_down(prom: Prometheus, system: System) -> None:
+    """kill -9 of a trainer: Prometheus fails to scrape it and WorkerDown fires for that instance."""
+    victim = system.trainers[0]
+    instance = f"127.0.0.1:{victim.metrics_port}"
+    victim.kill()
+    deadline = time.monotonic() + scaled(60)
+    while True:
+        alerts = prom.get("/api/v1/alerts")["data"]["alerts"]
+        firing = {
+            (a["labels"]["alertname"], a["labels"].get("instance")) for a in alerts if a["state"] == "firing"
+        }
+        if ("WorkerDown", instance) in firing:
+            break
+        assert time.monotonic() < deadline, f"WorkerDown did not fire for {instance}: {alerts}"
+        time.sleep(0.5)
+    others = {i for name, i in firing if name == "WorkerDown"} - {instance}
+    assert not others, f"WorkerDown fired for live workers too: {others}"

@@ -10,8 +10,9 @@ import grpc
 import pytest
 
 from facenas.store import open_store
-from facenas.v1 import searcher_pb2
+from facenas.v1 import searcher_pb2, store_pb2
 from tests.integration.conftest import System, metric, tiny_search
+from tests.timing import scaled
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ def _events(system: System, search_id: str) -> list[tuple[str, dict[str, object]
 def _watch_until_done(system: System, search_id: str, timeout: float = 300) -> list[str]:
     kinds = []
     request = searcher_pb2.WatchSearchRequest(search_id=search_id)
-    for event in system.stub().WatchSearch(request, timeout=timeout):
+    for event in system.stub().WatchSearch(request, timeout=scaled(timeout)):
         kinds.append(event.kind)
     return kinds
 
@@ -77,6 +78,11 @@ def test_store_is_the_cache_across_searches(system: System) -> None:
     again = stub.StartSearch(searcher_pb2.StartSearchRequest(config=config, name="again"), timeout=60)
     assert _watch_until_done(system, again.search.search_id)[-1] == "completed"
     assert sum(metric(w, "facenas_evaluations_total") for w in workers) == before
+    cached = [p for k, p in _events(system, again.search.search_id) if k == "evaluation_cached"]
+    summaries = {
+        s.search.name: s for s in stub.ListSearches(store_pb2.ListSearchesRequest(), timeout=30).searches
+    }
+    assert summaries["first"].cache_hits == 0 and summaries["again"].cache_hits == len(cached) > 0
     first_front = stub.GetPareto(searcher_pb2.SearchRef(search_id=first.search.search_id), timeout=30)
     again_front = stub.GetPareto(searcher_pb2.SearchRef(search_id=again.search.search_id), timeout=30)
     assert [p.archid for p in first_front.points] == [p.archid for p in again_front.points]
@@ -86,7 +92,7 @@ def test_killed_trainer_mid_evaluation_is_retried_elsewhere(system: System) -> N
     stub = system.stub()
     config = tiny_search(iters=2, steps=60)
     search_id = stub.StartSearch(searcher_pb2.StartSearchRequest(config=config), timeout=60).search.search_id
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     victim = None
     while victim is None and time.monotonic() < deadline:
         victim = next((t for t in system.trainers if metric(t, "facenas_work_in_flight") >= 1), None)
@@ -106,7 +112,7 @@ def test_killed_searcher_resumes_without_redoing_work(system: System, algorithm:
     search_id = (
         system.stub().StartSearch(searcher_pb2.StartSearchRequest(config=config), timeout=60).search.search_id
     )
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + scaled(180)
     while time.monotonic() < deadline:
         done = [
             p for k, p in _events(system, search_id) if k == "evaluation" and "IOU" in str(p["objective"])
@@ -172,7 +178,8 @@ def test_bad_requests_get_invalid_argument_naming_the_field(system: System) -> N
             objective=objective,
             space=common_pb2.SearchSpace(img_width=width, img_height=64),
         )
-        return _code(lambda: evaluator.Evaluate(request, timeout=30))
+        submit = common_pb2.SubmitJobRequest(request=request, owner="test")
+        return _code(lambda: evaluator.SubmitJob(submit, timeout=30))
 
     code, details = evaluate("Partial Training Val. IOU", arch)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "base_ch" in details
@@ -192,7 +199,7 @@ def test_concurrent_searches_and_cancel_stops_the_workers(system: System) -> Non
     slow = stub.StartSearch(
         searcher_pb2.StartSearchRequest(config=tiny_search(steps=400, seed=6)), timeout=60
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while time.monotonic() < deadline:
         if sum(metric(t, "facenas_work_in_flight") for t in system.trainers) >= 1:
             break
@@ -201,7 +208,7 @@ def test_concurrent_searches_and_cancel_stops_the_workers(system: System) -> Non
     cancelled = stub.CancelSearch(searcher_pb2.SearchRef(search_id=slow.search.search_id), timeout=60)
     assert cancelled.search.status == 4  # SEARCH_STATUS_CANCELLED
     # the cancelled calls reach the trainers, which abandon their work instead of finishing it
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + scaled(20)
     while sum(metric(t, "facenas_work_in_flight") for t in system.trainers) > 0:
         assert time.monotonic() < deadline, "trainers kept working for a cancelled search"
         time.sleep(0.2)

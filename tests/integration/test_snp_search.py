@@ -14,6 +14,7 @@ from facenas.search.config import CPU_LATENCY, IOU, QUANTIZED_IOU, SNP_LATENCY
 from facenas.store import open_store
 from facenas.v1 import common_pb2, common_pb2_grpc, searcher_pb2
 from tests.integration.conftest import System, tiny_search
+from tests.timing import scaled
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,8 @@ def test_snp_search_with_quantized_iou(snp_system: SnpSystem) -> None:
     request = searcher_pb2.StartSearchRequest(config=snp_search(), name="snp-iou")
     search_id = stub.StartSearch(request, timeout=60).search.search_id
     kinds = [
-        e.kind for e in stub.WatchSearch(searcher_pb2.WatchSearchRequest(search_id=search_id), timeout=300)
+        e.kind
+        for e in stub.WatchSearch(searcher_pb2.WatchSearchRequest(search_id=search_id), timeout=scaled(300))
     ]
     assert kinds[-1] == "completed", kinds
     final = stub.GetSearch(searcher_pb2.SearchRef(search_id=search_id), timeout=30)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from facenas.errors import ConfigError
-from facenas.search import dispatch
+from facenas.rpc import resolve as resolving
 from facenas.search.dispatch import ReplicaPool, resolve
 
 
@@ -18,7 +18,7 @@ def _fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) ->
             raise socket.gaierror(f"unknown host {host}")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in answers[host]]
 
-    monkeypatch.setattr(dispatch.socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(resolving.socket, "getaddrinfo", getaddrinfo)
 
 
 def test_static_addresses_are_one_replica_each() -> None:
@@ -45,7 +45,7 @@ def test_a_busy_replica_is_kept_until_its_calls_finish(monkeypatch: pytest.Monke
     answers = {"t": ["10.1.0.2"]}
     _fake_dns(monkeypatch, answers)
     pool = ReplicaPool("trainer", ["dns:///t:1"])
-    pool.replicas[0].in_flight = 1
+    pool.replicas[0].jobs["a-job"] = 1
     answers["t"] = []
     pool.refresh()
     assert [r.address for r in pool.replicas] == ["10.1.0.2:1"]
@@ -57,3 +57,12 @@ def test_unresolvable_names_give_no_replicas_yet(monkeypatch: pytest.MonkeyPatch
     assert resolve("dns:///nowhere:1") == []
     with pytest.raises(ConfigError, match="dns:///NAME:PORT"):
         resolve("dns:///no-port")
+
+
+def test_replicas_wanted_counts_jobs_per_replica() -> None:
+    pool = ReplicaPool("trainer", ["127.0.0.1:1"])
+    pool.replicas[0].capacity = 2  # two trainings per GPU
+    for job in ("a", "b", "c"):
+        pool.replicas[0].jobs[job] = 1
+    assert pool.demand() == 3 and pool.replicas_wanted() == 2
+    pool.close()

@@ -132,6 +132,7 @@ def test_net_run_version_follows_the_state(fake_snpe: FakeSnpe) -> None:
     assert run(fake_snpe, "snpe-net-run", "--container", "x.dlc").returncode == 1
 
 
+@pytest.mark.slow
 def test_converter_counts_params_and_macs(fake_snpe: FakeSnpe, artifacts: Artifacts, tmp_path: Path) -> None:
     out = tmp_path / "m.dlc"
     proc = run(
@@ -156,6 +157,7 @@ def test_converter_counts_params_and_macs(fake_snpe: FakeSnpe, artifacts: Artifa
     assert dlc["converter_version"] == VERSION and len(str(dlc["onnx_sha256"])) == 64
 
 
+@pytest.mark.slow
 def test_converter_failures(fake_snpe: FakeSnpe, artifacts: Artifacts, tmp_path: Path) -> None:
     out = tmp_path / "m.dlc"
     base: list[str | Path] = [
@@ -353,6 +355,7 @@ def test_adb_push_pull_and_shell(fake_snpe: FakeSnpe, tmp_path: Path) -> None:
     assert not fake_snpe.device_path(SERIAL, "/data/local/tmp/t").exists()
 
 
+@pytest.mark.slow
 def test_adb_hang_needs_a_timeout(fake_snpe: FakeSnpe) -> None:
     fake_snpe.add_device(SERIAL, hang=True)
     with pytest.raises(subprocess.TimeoutExpired):
@@ -440,6 +443,7 @@ def test_profile_end_to_end(fake_snpe: FakeSnpe, artifacts: Artifacts, tmp_path:
     assert ["-s", SERIAL, "shell", profile_command()] in fake_snpe.commands(SERIAL)
 
 
+@pytest.mark.slow
 def test_runtimes_and_htp_cache(fake_snpe: FakeSnpe, artifacts: Artifacts, tmp_path: Path) -> None:
     fake_snpe.add_device(SERIAL, us_per_mmac=1000.0)
     deploy(fake_snpe, SERIAL, artifacts.quant_dlc, artifacts.raw)
@@ -473,6 +477,7 @@ def test_missing_libraries(fake_snpe: FakeSnpe, artifacts: Artifacts) -> None:
     assert no_lib.returncode == 1 and "error while loading shared libraries: libSNPE.so" in no_lib.stderr
 
 
+@pytest.mark.slow
 def test_noise_multipliers_apply_in_order(fake_snpe: FakeSnpe, artifacts: Artifacts, tmp_path: Path) -> None:
     noise = [1.0, 2.0, 0.5]
     fake_snpe.add_device(SERIAL, us_per_mmac=1000.0, noise=noise)
@@ -526,6 +531,7 @@ def test_concurrent_runs_are_all_counted(fake_snpe: FakeSnpe, artifacts: Artifac
     assert sorted(h["run"] for h in fake_snpe.run_history(SERIAL)) == [1, 2, 3, 4]
 
 
+@pytest.mark.integration
 def test_fixture_environment(fake_snpe: FakeSnpe) -> None:
     env = fake_snpe.env()
     path = env["PATH"].split(":")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -14,7 +15,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from facenas.errors import InvalidInput, MeasurementError
-from facenas.latency import HostInfo, LatencyProtocol, LatencyResult, host_info, measure_onnx_latency
+from facenas.latency import (
+    HostInfo,
+    LatencyProtocol,
+    LatencyResult,
+    contention,
+    host_info,
+    measure_onnx_latency,
+)
 from facenas.latency import cpu as cpu_mod
 from facenas.latency import host as host_mod
 
@@ -93,6 +101,15 @@ FAKE = LatencyProtocol(
 )
 
 
+@pytest.fixture()
+def full_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fake sample clocks, let the contention meter see the whole CPU (the host's load is not
+    what these tests are about; tests/unit/test_latency_contention.py is)."""
+    ticks = itertools.count(0, 1000)  # one clock for both: every round gets exactly its wall time
+    monkeypatch.setattr(contention, "_wall_ns", lambda: next(ticks))
+    monkeypatch.setattr(contention, "_thread_cpu_ns", lambda: next(ticks))
+
+
 # ---------------------------------------------------------------------------------------------- result
 
 
@@ -119,7 +136,7 @@ def test_result_statistics_are_ordered(result: LatencyResult) -> None:
     assert result.min_s <= result.mean_s <= result.max_s
     assert result.cv >= 0 and result.stdev_s >= 0
     assert result.cv == result.attempt_cvs[0]
-    assert result.stable == (result.cv <= FAST.cv_target)
+    assert result.stable == (not result.contended and result.cv <= FAST.max_cv)
 
 
 def test_structure_is_deterministic(model: bytes) -> None:
@@ -223,6 +240,10 @@ def test_protocol_defaults() -> None:
         ("allow_spinning", 1),
         ("pin_threads", "yes"),
         ("cv_target", -0.01),
+        ("max_cv", 0.01),  # below cv_target
+        ("max_cv", math.inf),
+        ("min_cpu_fraction", 1.5),
+        ("min_cpu_fraction", -0.1),
         ("max_attempts", 0),
         ("max_seconds", 0),
     ],
@@ -241,7 +262,7 @@ def test_intra_op_threads_above_usable_cpus(model: bytes) -> None:
 # ---------------------------------------------------------------------------------------------- attempts
 
 
-def test_remeasures_until_stable(model: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remeasures_until_stable(model: bytes, monkeypatch: pytest.MonkeyPatch, full_cpu: None) -> None:
     monkeypatch.setattr(cpu_mod, "_now_ns", _FakeClock(_NOISY + _FLAT + _NOISY))
     r = measure_onnx_latency(model, protocol=FAKE)
     assert r.attempts == 2 and r.attempt_cvs[0] > FAKE.cv_target
@@ -249,9 +270,9 @@ def test_remeasures_until_stable(model: bytes, monkeypatch: pytest.MonkeyPatch) 
     assert r.median_s == pytest.approx(1e-6) and r.samples == 6
 
 
-def test_keeps_lowest_cv_attempt(model: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keeps_lowest_cv_attempt(model: bytes, monkeypatch: pytest.MonkeyPatch, full_cpu: None) -> None:
     monkeypatch.setattr(cpu_mod, "_now_ns", _FakeClock(_NOISY + _LESS_NOISY + _NOISY))
-    protocol = LatencyProtocol(**{**FAKE.to_dict(), "cv_target": 0.001})  # type: ignore[arg-type]
+    protocol = LatencyProtocol(**{**FAKE.to_dict(), "cv_target": 0.001, "max_cv": 0.001})  # type: ignore[arg-type]
     r = measure_onnx_latency(model, protocol=protocol)
     assert r.attempts == protocol.max_attempts == 3
     assert r.cv == min(r.attempt_cvs) == r.attempt_cvs[1] > 0
@@ -259,7 +280,9 @@ def test_keeps_lowest_cv_attempt(model: bytes, monkeypatch: pytest.MonkeyPatch) 
     assert r.max_s == pytest.approx(1.1e-6)
 
 
-def test_budget_stops_attempts_and_rounds(model: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_budget_stops_attempts_and_rounds(
+    model: bytes, monkeypatch: pytest.MonkeyPatch, full_cpu: None
+) -> None:
     monkeypatch.setattr(cpu_mod, "_now_ns", _FakeClock(_NOISY * 10))
     protocol = LatencyProtocol(**{**FAKE.to_dict(), "rounds": 5, "max_seconds": 1e-6})  # type: ignore[arg-type]
     r = measure_onnx_latency(model, protocol=protocol)

@@ -10,8 +10,8 @@ import torch
 
 from facenas.errors import ExportError, InvalidInput
 from facenas.model import build_model, export_onnx, verify_onnx
-from facenas.model.hgnet import check_input_size
 from facenas.space import HgnetSearchSpace
+from facenas.space.spec import check_input_size
 from tests.conftest import SMALLEST_SNP
 
 

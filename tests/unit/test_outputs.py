@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,14 @@ from PIL import Image
 from facenas.domain import Direction
 from facenas.search.outputs import front_projection, pareto_plot_name, write_outputs
 from facenas.search.pareto import hypervolume, reference_point, snapshot_fronts
-from facenas.search.snapshot import CandidateState, IterationState, ObjectiveInfo, SearchSnapshot
+from facenas.search.protoconv import snapshot_from_proto, snapshot_to_proto
+from facenas.search.snapshot import (
+    CandidateState,
+    IterationState,
+    ObjectiveInfo,
+    SearchSnapshot,
+    latency_quality,
+)
 
 LAT = ObjectiveInfo("CPU ONNX Latency (s)", Direction.MINIMIZE, "s", (0.0, 0.3))
 IOU = ObjectiveInfo("Partial Training Val. IOU", Direction.MAXIMIZE, "miou")
@@ -30,6 +38,8 @@ HEADER = [
     "params",
     "feasible",
     "failed",
+    "CPU ONNX Latency (s) cv",
+    "CPU ONNX Latency (s) stable",
 ]
 
 # archid, iteration, parents, latency, iou, snp latency, feasible, failed (None = not measured)
@@ -192,7 +202,7 @@ def test_single_objective_has_no_pair_plots(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("pareto_*.png"))
     assert (tmp_path / "hypervolume.png") in paths
     assert _read_csv(tmp_path / "search_state_0.csv")[0].keys() == {
-        h for h in HEADER if h != "CPU ONNX Latency (s)"
+        h for h in HEADER if not h.startswith("CPU ONNX Latency (s)")
     }
 
 
@@ -210,6 +220,29 @@ def test_three_objectives_give_three_pair_plots(tmp_path: Path) -> None:
     front = front_projection(snapshot, snapshot.iterations[-1], LAT.name, IOU.name)
     assert front == sorted(front) and [y for _, y in front] == sorted(y for _, y in front)
     assert len(front) < len(snapshot.iterations[-1].pareto)
+
+
+def test_latency_columns_carry_each_measurements_cv_and_stability(tmp_path: Path) -> None:
+    snapshot = make_snapshot(objectives=(LAT, IOU, SNP))
+    measured = {"cv": {LAT.name: 0.012, SNP.name: 0.05}, "stable": {LAT.name: True}}
+    candidates = tuple(replace(c, **measured) if c.archid == "a0" else c for c in snapshot.candidates)
+    write_outputs(replace(snapshot, candidates=candidates), tmp_path)
+    rows = {r["archid"]: r for r in _read_csv(tmp_path / "search_state_2.csv")}
+    assert rows["a0"]["CPU ONNX Latency (s) cv"] == "0.012"
+    assert rows["a0"]["CPU ONNX Latency (s) stable"] == "True"
+    assert rows["a0"]["SNP Quantized Latency (s) cv"] == "0.05"
+    assert rows["a0"]["SNP Quantized Latency (s) stable"] == ""  # its backend gave no verdict
+    assert rows["b0"]["CPU ONNX Latency (s) cv"] == ""  # nothing reported
+    assert "Partial Training Val. IOU cv" not in rows["a0"]  # latency objectives only
+    exported = snapshot_from_proto(snapshot_to_proto(replace(snapshot, candidates=candidates)))
+    assert exported.candidates[0].cv == measured["cv"] and exported.candidates[0].stable == {LAT.name: True}
+
+
+def test_the_cv_and_verdict_are_read_where_each_backend_reports_them() -> None:
+    assert latency_quality({"cv": 0.02, "stable": True, "median_s": 0.01}) == (0.02, True)  # CPU, SNPE
+    assert latency_quality({"int8": {"cv": 0.03, "stable": False}, "fp32": None}) == (0.03, False)  # int8
+    assert latency_quality({"estimated_inference_time_us": 900.0}) == (None, None)  # AI Hub
+    assert latency_quality({"cv": "high", "stable": 1}) == (None, None)
 
 
 def test_plot_name_rule() -> None:

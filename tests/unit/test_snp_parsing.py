@@ -117,11 +117,13 @@ def test_summarize() -> None:
     assert cv == pytest.approx(0.1)
 
 
+@pytest.mark.integration
 def test_run_tool_returns_output_and_status() -> None:
     result = run_tool([sys.executable, "-c", "import sys; print('out'); sys.exit(3)"], 30)
     assert (result.returncode, result.stdout.strip()) == (3, "out")
 
 
+@pytest.mark.integration
 def test_run_tool_kills_a_hanging_tool_and_its_children() -> None:
     # the child starts a grandchild that keeps stdout open: a plain subprocess.run would wait for it
     script = (
@@ -134,6 +136,7 @@ def test_run_tool_kills_a_hanging_tool_and_its_children() -> None:
     assert time.monotonic() - began < 10
 
 
+@pytest.mark.integration
 def test_run_tool_stops_when_the_caller_cancels() -> None:
     calls = 0
 

@@ -12,7 +12,8 @@ from facenas.space import HgnetSearchSpace, ParamRange, SearchSpaceParams, load_
 from facenas.space.params import default_config_text
 from tests.conftest import SMALLEST_SNP
 
-REFERENCE_CONFS = Path(__file__).parents[3] / "shared" / "reference" / "archai" / "confs"
+# Archai's own search configs (copied verbatim from its face_segmentation example)
+ARCHAI_CONFS = Path(__file__).parents[1] / "fixtures" / "archai" / "confs"
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,8 @@ def test_snp_and_cpu_configs_load_unchanged() -> None:
     for target in ("cpu", "snp"):
         params = search_space_params_from_config(yaml.safe_load(default_config_text(target)))
         assert params == SearchSpaceParams()
-    if REFERENCE_CONFS.is_dir():
-        for name in ("cpu_search.yaml", "snp_search.yaml"):
-            assert load_search_space_params(REFERENCE_CONFS / name) == SearchSpaceParams()
+    for name in ("cpu_search.yaml", "snp_search.yaml"):
+        assert load_search_space_params(ARCHAI_CONFS / name) == SearchSpaceParams()
 
 
 def test_bad_search_space_config_lists_every_problem(tmp_path: Path) -> None:
@@ -201,3 +201,30 @@ def _leaves(node: object, prefix: str = "") -> dict[str, object]:
     elif not prefix.endswith(("_config_type", "_share_arch")):
         out[prefix] = node
     return out
+
+
+_PARSE_ONLY = """
+import json, sys
+from facenas.space.hgnet import arch_with_id
+arch = arch_with_id(open(sys.argv[1]).read(), "0" * 40, 18, 3)
+torch_after_parse = "torch" in sys.modules
+from archai.discrete_search.search_spaces.config import ArchParamTree  # the package, whole, on demand
+from facenas.space import HgnetSearchSpace
+archid = HgnetSearchSpace().load(sys.argv[1]).archid
+print(json.dumps([torch_after_parse, archid, arch.spec.base_ch, ArchParamTree.__name__]))
+"""
+
+
+@pytest.mark.slow
+def test_reading_an_arch_document_imports_no_torch_and_archai_still_loads_whole() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _PARSE_ONLY, str(SMALLEST_SNP)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    torch_after_parse, archid, base_ch, tree = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = HgnetSearchSpace().load(SMALLEST_SNP)
+    assert not torch_after_parse and tree == "ArchParamTree"
+    assert archid == expected.archid and base_ch == expected.spec.base_ch

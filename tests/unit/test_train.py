@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import torch
 
+from facenas.data.cache import CachedFaceDataset, prepare_cache
 from facenas.errors import ConfigError, InvalidInput
 from facenas.pipeline import DatasetSplits, partial_train_arch
 from facenas.space import HgnetSearchSpace, SearchSpaceParams
 from facenas.train import TrainingConfig, confusion_matrix, miou_archai, miou_global
+from facenas.train.accel import Accel, auto_loader_workers, resolve_accel
 from facenas.train.final import train_final
 from facenas.train.metrics import SegmentationMeter, class_iou_archai
 
@@ -90,6 +92,7 @@ def test_training_config_validation_lists_every_problem() -> None:
     assert TrainingConfig(epochs=0.5).total_steps(10) == 5
 
 
+@pytest.mark.slow
 def test_partial_training_lowers_loss_and_raises_miou(synth_dataset: Path) -> None:
     space = HgnetSearchSpace(SMALL)
     arch = space.from_document(TINY_ARCH)
@@ -137,3 +140,78 @@ def test_final_training_resumes_and_exports(synth_dataset: Path, tmp_path: Path)
     other = space.random_sample()
     with pytest.raises(InvalidInput, match="belongs to architecture"):
         train_final(other, SMALL, data.train, data.val, out, 3, config)
+
+
+# --- loader workers, precision and the figures partial training reports ------------------------------------
+
+
+def test_loader_and_precision_config_validation() -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainingConfig(num_workers=-2, precision="fp8")
+    assert info.value.problems == [
+        "num_workers: -2 must be -1 (automatic) or in [0, 64]",
+        "precision: 'fp8' must be one of auto, fp32, bf16, fp16",
+    ]
+    assert (TrainingConfig().num_workers, TrainingConfig().precision) == (-1, "auto")
+    assert TrainingConfig(num_workers=64, precision="bf16").precision == "bf16"  # checked on the device
+
+
+def test_cpu_runs_in_fp32_in_process_unless_asked() -> None:
+    cpu = torch.device("cpu")
+    accel = resolve_accel(cpu, -1, "auto")
+    assert accel == Accel(cpu, "fp32", 0)
+    assert not accel.pin_memory and accel.grad_scaler() is None
+    assert resolve_accel(cpu, 3, "fp32").loader_workers == 3
+    for precision in ("bf16", "fp16"):
+        with pytest.raises(ConfigError, match=f"precision: {precision} needs a CUDA device"):
+            resolve_accel(cpu, 0, precision)
+    cuda = torch.device("cuda")
+    assert [auto_loader_workers(cuda, cpus) for cpus in (1, 2, 6, 64)] == [1, 1, 3, 4]
+    assert auto_loader_workers(cpu, 64) == 0
+
+
+def test_partial_training_reports_loader_figures(synth_dataset: Path) -> None:
+    arch = HgnetSearchSpace(SMALL).from_document(TINY_ARCH)
+    data = DatasetSplits.open(synth_dataset, (64, 64), val_fraction=0.2)
+    steps: list[tuple[int, int, float]] = []
+    result = partial_train_arch(
+        arch,
+        SMALL,
+        data,
+        TrainingConfig(steps=3, batch_size=4, max_eval_batches=1),
+        lambda *a: steps.append(a),
+    )
+    assert [(s, t) for s, t, _ in steps] == [(1, 3), (2, 3), (3, 3)]
+    assert [loss for *_, loss in steps] == result.losses
+    assert result.precision == "fp32" and result.loader_workers == 0
+    assert 0 < result.data_wait_seconds < result.train_seconds
+    assert result.images_per_second == pytest.approx(12 / result.train_seconds, rel=0.2)
+    data_out = json.loads(json.dumps(result.to_dict()))
+    assert {"data_wait_seconds", "images_per_second", "precision", "loader_workers"} <= set(data_out)
+    assert "losses" not in data_out and data_out["val_miou"] == result.val_miou
+
+
+def test_cpu_numerics_do_not_depend_on_loader_settings(synth_dataset: Path) -> None:
+    arch = HgnetSearchSpace(SMALL).from_document(TINY_ARCH)
+    data = DatasetSplits.open(synth_dataset, (64, 64), val_fraction=0.2)
+    recipe = {"steps": 4, "batch_size": 4, "max_eval_batches": 2}
+    plain = partial_train_arch(arch, SMALL, data, TrainingConfig(**recipe, num_workers=0, precision="fp32"))
+    auto = partial_train_arch(arch, SMALL, data, TrainingConfig(**recipe))
+    workers = partial_train_arch(arch, SMALL, data, TrainingConfig(**recipe, num_workers=2))
+    assert plain.losses == auto.losses == workers.losses
+    assert plain.val_miou == auto.val_miou == workers.val_miou
+    assert workers.loader_workers == 2
+
+
+def test_training_on_the_cache_matches_training_on_pngs(synth_dataset: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    prepare_cache(synth_dataset, (64, 64), out=cache, workers=1)
+    arch = HgnetSearchSpace(SMALL).from_document(TINY_ARCH)
+    config = TrainingConfig(steps=5, batch_size=4, max_eval_batches=2)
+    cached = DatasetSplits.open(synth_dataset, (64, 64), val_fraction=0.2, cache=cache)
+    assert isinstance(cached.train, CachedFaceDataset)
+    pngs = DatasetSplits.open(synth_dataset, (64, 64), val_fraction=0.2, cache=None)
+    on_cache = partial_train_arch(arch, SMALL, cached, config)
+    on_pngs = partial_train_arch(arch, SMALL, pngs, config)
+    # 64x64 frames at 64x64: no resize, so the inputs and the run are identical
+    assert on_cache.losses == on_pngs.losses and on_cache.val_miou == on_pngs.val_miou

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from typer.testing import CliRunner
 
+from facenas.cli.main import app
+from facenas.jobs import JobManager
 from facenas.rpc.evaluator import EvaluatorServicer
 from facenas.rpc.server import RunningServer, ServerConfig, start
 from facenas.rpc.trainer import TrainerServicer
@@ -24,7 +27,11 @@ def server(synth_dataset: Path, tmp_path: Path) -> Iterator[RunningServer]:
     backend = TrainerBackend(synth_dataset, device="cpu", val_fraction=0.2)
     running = start(
         [
-            (common_pb2_grpc.add_EvaluatorServicer_to_server, EvaluatorServicer(backend, "trainer"), "e"),
+            (
+                common_pb2_grpc.add_EvaluatorServicer_to_server,
+                EvaluatorServicer(JobManager(backend, "trainer")),
+                "e",
+            ),
             (trainer_pb2_grpc.add_TrainerServicer_to_server, TrainerServicer(backend, tmp_path / "out"), "t"),
         ],
         ServerConfig(port=0, metrics_port=None),
@@ -52,6 +59,39 @@ def test_full_training_streams_epochs_and_resumes(server: RunningServer, tmp_pat
     second = list(stub.FullTrain(_request(2), timeout=120))
     assert [m.epoch for m in second] == [2, 2] and second[-1].resumed_from == 1
     assert (out / "checkpoints" / "epoch_002.ckpt").exists()
+
+
+def _figures(message: trainer_pb2.FullTrainProgress) -> dict[str, float]:
+    return {k: getattr(message, k) for k in ("train_loss", "val_miou", "val_miou_global", "seconds")}
+
+
+def test_the_last_message_repeats_the_final_epoch(server: RunningServer) -> None:
+    """As metrics.json has it, also when a resumed training has no epoch left to run."""
+    stub = trainer_pb2_grpc.TrainerStub(grpc.insecure_channel(server.address))
+    messages = list(stub.FullTrain(_request(1), timeout=120))
+    done = messages[-1]
+    metrics = json.loads((Path(done.output_dir) / "metrics.json").read_text())
+    final = metrics["history"][-1]
+    assert done.done and done.epoch == final["epoch"] == 1
+    assert _figures(done) == _figures(messages[0]) == {k: final[k] for k in _figures(done)}
+    assert final["train_loss"] > 0
+    again = list(stub.FullTrain(_request(1), timeout=120))
+    assert len(again) == 1 and again[0].done and _figures(again[0]) == _figures(done)
+
+
+def test_search_train_json_prints_the_final_epoch(server: RunningServer, tmp_path: Path) -> None:
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(TINY_ARCH))
+    args = ["search", "train", str(arch), "--trainer", server.address, "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--img-size", "64", "--batch-size", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    metrics = json.loads((Path(printed["output_dir"]) / "metrics.json").read_text())
+    final = metrics["history"][-1]
+    assert printed["done"] and printed["epoch"] == final["epoch"] == 1
+    assert {k: printed[k] for k in ("train_loss", "val_miou", "val_miou_global")} == {
+        k: final[k] for k in ("train_loss", "val_miou", "val_miou_global")
+    }
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,101 @@
+"""What a search knows about its candidates: archs, the iteration that proposed each, the model its
+evaluations are keyed by, measured values, and which are infeasible (a constraint rejected them) or
+failed for good. Thread-safe."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+from facenas.search.snapshot import ObjectiveInfo
+from facenas.space.hgnet import Arch
+
+
+def violation(values: Mapping[str, float], objectives: Sequence[ObjectiveInfo]) -> str:
+    """Why ``values`` break a constraint of ``objectives`` (``""`` when none is broken or measured)."""
+    for objective in objectives:
+        value = values.get(objective.name)
+        if objective.constraint is None or value is None:
+            continue
+        lo, hi = objective.constraint
+        if not lo <= value <= hi:
+            return f"{objective.name} = {value:.4g} outside [{lo:g}, {hi:g}]"
+    return ""
+
+
+class SearchHistory:
+    """Candidates in proposal order with their values; ``complete()`` gives the points fronts use."""
+
+    def __init__(self, objectives: Sequence[ObjectiveInfo]) -> None:
+        self.objectives = tuple(objectives)
+        self.archs: dict[str, Arch] = {}
+        self.iteration_of: dict[str, int] = {}
+        self.model_of: dict[str, str] = {}  # the model part of the candidate's evaluation keys
+        self.values: dict[str, dict[str, float]] = {}
+        self.infeasible: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def add(self, arch: Arch, iteration: int, model: str) -> bool:
+        """Record a candidate with the model fingerprint its evaluations are keyed by; False when it is
+        already one (e.g. a resumed run proposing it again)."""
+        with self._lock:
+            if arch.archid in self.archs:
+                return False
+            self.archs[arch.archid] = arch
+            self.iteration_of[arch.archid] = iteration
+            self.model_of[arch.archid] = model
+            self.values.setdefault(arch.archid, {})
+            return True
+
+    def set_value(self, archid: str, objective: str, value: float) -> None:
+        with self._lock:
+            self.values.setdefault(archid, {})[objective] = value
+
+    def measured(self, archid: str) -> dict[str, float]:
+        with self._lock:
+            return dict(self.values.get(archid, {}))
+
+    def check_constraints(self, archid: str) -> bool:
+        """Mark ``archid`` infeasible when a measured value breaks a constraint; True when it does."""
+        with self._lock:
+            reason = violation(self.values.get(archid, {}), self.objectives)
+            if reason:
+                self.infeasible.setdefault(archid, reason)
+            return bool(reason)
+
+    def fail(self, archid: str, reason: str) -> None:
+        with self._lock:
+            self.failed.setdefault(archid, reason)
+
+    def finished(self, archid: str) -> bool:
+        """Complete, infeasible or failed: nothing more to evaluate."""
+        with self._lock:
+            if archid in self.infeasible or archid in self.failed:
+                return True
+            values = self.values.get(archid, {})
+            return all(o.name in values for o in self.objectives)
+
+    def complete(self) -> dict[str, list[float]]:
+        """Feasible candidates with every objective measured, in proposal order, as value vectors."""
+        return self.settled()[1]
+
+    def settled(self) -> tuple[list[str], dict[str, list[float]]]:
+        """At one instant: the finished candidates (complete, infeasible or failed) in proposal order, and
+        the complete ones as :meth:`complete` gives them -- the rows a front is computed over."""
+        with self._lock:
+            names = [o.name for o in self.objectives]
+            finished, points = [], {}
+            for archid in self.archs:
+                values = self.values.get(archid, {})
+                measured = all(n in values for n in names)
+                dropped = archid in self.infeasible or archid in self.failed
+                if dropped or measured:
+                    finished.append(archid)
+                if measured and not dropped:
+                    points[archid] = [values[n] for n in names]
+            return finished, points
+
+    def population(self, iteration: int) -> list[str]:
+        with self._lock:
+            return [a for a, it in self.iteration_of.items() if it == iteration]

@@ -1,0 +1,131 @@
+"""A search's event log and its iteration records (Pareto front, hypervolume, algorithm state)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from facenas.domain import IterationRecord
+from facenas.errors import Cancelled, FacenasError
+from facenas.search import metrics
+from facenas.search.history import SearchHistory
+from facenas.search.pareto import hypervolume, pareto_front, reference_point
+from facenas.search.snapshot import EVALUATED, ObjectiveInfo, evaluated_in
+from facenas.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class EventLog:
+    """Appends to a search's event log, for watching only: nothing is rebuilt from it (the search's state
+    is in store records). Each event carries a fresh token, so the store's retries log it once; an event
+    that cannot be written is logged here and dropped (a stopping searcher's Cancelled propagates)."""
+
+    def __init__(self, store: Store, search_id: str) -> None:
+        self.store = store
+        self.search_id = search_id
+
+    def __call__(self, kind: str, payload: Mapping[str, object]) -> None:
+        try:
+            self.store.append_event(self.search_id, kind, dict(payload), token=uuid.uuid4().hex)
+        except Cancelled:
+            raise
+        except FacenasError as err:
+            log.warning("event not recorded", extra={"kind": kind, "error": str(err)})
+
+    def count(self, kind: str) -> int:
+        """How many events of ``kind`` the log holds (reads the whole log)."""
+        total = seq = 0
+        while events := self.store.list_events(self.search_id, seq, 1000):
+            total += sum(1 for e in events if e.kind == kind)
+            seq = events[-1].seq
+        return total
+
+
+class IterationRecorder:
+    """Computes fronts and hypervolume over the history and writes one record per finished iteration.
+
+    The hypervolume's reference point is fixed at the first front (from the objectives' constraints or the
+    points seen then) and kept in the records, so hypervolumes of one search compare across iterations.
+    Each record also names the candidates that finished since the previous one (``state["evaluated"]``,
+    read at the same instant as the front's points), so its outputs show exactly the rows its front was
+    computed over, even when other candidates finish while it is written.
+    """
+
+    def __init__(
+        self,
+        search_id: str,
+        store: Store,
+        history: SearchHistory,
+        objectives: Sequence[ObjectiveInfo],
+        events: EventLog,
+    ) -> None:
+        self.search_id = search_id
+        self.store = store
+        self.history = history
+        self.objectives = tuple(objectives)
+        self.events = events
+        self.reference: list[float] | None = None
+        self.walltime_offset = 0.0
+        self.began = time.monotonic()
+        self.counted: set[str] = set()  # candidates an earlier record counted
+
+    def resume_from(self, records: Sequence[IterationRecord]) -> None:
+        """Continue after ``records`` (the search's, oldest first; the history holds its candidates)."""
+        last = records[-1]
+        self.reference = list(last.state.get("reference") or []) or None
+        self.walltime_offset = last.walltime_s
+        counted = evaluated_in(dict(self.history.iteration_of), records)
+        self.counted = {a for a, k in counted.items() if k <= last.iteration}
+
+    def walltime(self) -> float:
+        return self.walltime_offset + (time.monotonic() - self.began)
+
+    def front(self) -> tuple[list[str], float]:
+        return self._front(self.history.complete())
+
+    def _front(self, points: Mapping[str, Sequence[float]]) -> tuple[list[str], float]:
+        directions = [o.direction for o in self.objectives]
+        front = pareto_front(points, directions)
+        if not front:
+            return [], 0.0
+        if self.reference is None:
+            self.reference = reference_point(self.objectives, list(points.values()))
+        return front, hypervolume([points[a] for a in front], directions, self.reference)
+
+    def record(
+        self,
+        iteration: int,
+        rng_state: list[Any],
+        extra: Mapping[str, Any] | None = None,
+        cache_hits: int = 0,
+    ) -> IterationRecord:
+        """Write iteration ``iteration``'s record; ``cache_hits`` (the search's so far) goes into its
+        state and event."""
+        finished, points = self.history.settled()
+        front, hv = self._front(points)
+        evaluated = [a for a in finished if a not in self.counted]
+        self.counted.update(evaluated)
+        state = {
+            "rng": rng_state,
+            "reference": self.reference,
+            "cache_hits": cache_hits,
+            **(extra or {}),
+            EVALUATED: evaluated,
+        }
+        record = self.store.put_iteration(
+            IterationRecord(self.search_id, iteration, tuple(front), hv, state, self.walltime())
+        )
+        metrics.ITERATION.labels(self.search_id).set(iteration)
+        metrics.HYPERVOLUME.labels(self.search_id).set(hv)
+        metrics.PARETO_SIZE.labels(self.search_id).set(len(front))
+        metrics.LAST_PROGRESS.labels(self.search_id).set(time.time())
+        summary = {"iteration": iteration, "pareto": front, "hypervolume": hv}
+        self.events(
+            "iteration",
+            {**summary, "evaluated": len(points), "cache_hits": cache_hits, "walltime_s": record.walltime_s},
+        )
+        return record
