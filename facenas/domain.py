@@ -256,3 +256,28 @@ def budget_key(objective: str, budget: Budget, img_size: tuple[int, int]) -> str
     if spec is not None and spec.trained:
         return budget.key(img_size)
     return f"img={img_size[0]}x{img_size[1]}"
+
+
+class Outcome(enum.StrEnum):
+    """How a candidate settled: nothing more is evaluated for it afterwards."""
+
+    COMPLETE = "complete"  # every objective measured, every constraint met
+    INFEASIBLE = "infeasible"  # a measured value broke a constraint
+    FAILED = "failed"  # an evaluation failed for good (its Failure holds the reason)
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """How far a search is, as the store counts it: candidates proposed, settled by outcome, and the last
+    iteration record (None before the first)."""
+
+    search_id: str
+    candidates: int = 0
+    complete: int = 0
+    infeasible: int = 0
+    failed: int = 0
+    last_iteration: IterationRecord | None = None
+
+    @property
+    def settled(self) -> int:
+        return self.complete + self.infeasible + self.failed

@@ -25,13 +25,13 @@ import ctypes
 import ctypes.util
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import yaml
 
-from facenas.domain import ArchRecord, Candidate, EvalKey, Evaluation, Failure, IterationRecord
+from facenas.domain import ArchRecord, Candidate, EvalKey, Evaluation, Failure, IterationRecord, Outcome
 from facenas.errors import InvalidInput
 
 # --- transport ------------------------------------------------------------------------------------
@@ -468,6 +468,28 @@ def check_failure(failure: Failure) -> Failure:
     check_text(failure.kind, "kind", MAX_KEY_BYTES)
     check_number(failure.created_at, "created_at")
     return dataclasses.replace(failure, reason=clip_error(failure.reason))
+
+
+def check_ids(ids: Sequence[str], what: str) -> list[str]:
+    """A request's list of ids (archids, search ids): at most ``MAX_REQUEST_KEYS``, each a short id;
+    returned without repeats, in order."""
+    unique = list(dict.fromkeys(ids))
+    if len(unique) > MAX_REQUEST_KEYS:
+        raise InvalidInput(f"{what}: {len(unique)} is more than {MAX_REQUEST_KEYS} per request")
+    for one in unique:
+        check_text(one, what, MAX_ID_BYTES, required=True)
+    return unique
+
+
+def check_outcomes(search_id: str, outcomes: Mapping[str, str]) -> dict[str, str]:
+    """A batch of candidate outcomes (archid -> one of ``complete``, ``infeasible``, ``failed``)."""
+    check_text(search_id, "search_id", MAX_ID_BYTES, required=True)
+    check_ids(list(outcomes), "outcomes.archid")
+    known = [o.value for o in Outcome]
+    for archid, outcome in outcomes.items():
+        if outcome not in known:
+            raise InvalidInput(f"outcome of {archid!r}: {brief(outcome)} is not one of {', '.join(known)}")
+    return {a: str(o) for a, o in outcomes.items()}
 
 
 def check_eval_key(key: EvalKey) -> None:

@@ -509,9 +509,9 @@ def write_search_outputs(
     """search_state_{k}.csv, pareto_models_iter_{k}/, Pareto-evolution and hypervolume plots; the files
     written."""
     from facenas.search.outputs import write_outputs
-    from facenas.search.protoconv import snapshot_from_proto
+    from facenas.search.protoconv import export_search, snapshot_from_proto
 
-    export = _call(stub.ExportSearch, searcher_pb2.SearchRef(search_id=search_id), timeout=300)
+    export = export_search(lambda request: _call(stub.ExportSearch, request, timeout=120), search_id)
     written = write_outputs(snapshot_from_proto(export), out)
     if not quiet:
         (display or console).print(f"wrote {len(written)} files to {out}")

@@ -193,11 +193,20 @@ class EvaluationCoordinator:
                 self.history.fail(failure.archid, f"{failure.objective}: {failure.reason}")
         for archid in list(self.history.archs):
             self.history.check_constraints(archid)
+        # outcomes an earlier run settled but could not record (or a store from before schema 4)
+        self.store.put_all_outcomes(self.search_id, self.history.outcomes())
 
     # --- evaluation ----------------------------------------------------------------------------------
 
     def evaluate_candidate(self, archid: str) -> None:
-        """Objectives in order; stop at a violated constraint or a failure."""
+        """Objectives in order; stop at a violated constraint or a failure. How it settled is a store
+        record (what the search's progress counts)."""
+        self._measure_all(archid)
+        outcome = self.history.outcomes([archid]).get(archid)
+        if outcome is not None:
+            self.store.put_outcomes(self.search_id, {archid: outcome})
+
+    def _measure_all(self, archid: str) -> None:
         self._prefetch(archid)
         for objective in self.config.objectives:
             if self.stop.is_set():

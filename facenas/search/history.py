@@ -5,8 +5,9 @@ failed for good. Thread-safe."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from facenas.domain import Outcome
 from facenas.search.snapshot import ObjectiveInfo
 from facenas.space.hgnet import Arch
 
@@ -75,6 +76,20 @@ class SearchHistory:
                 return True
             values = self.values.get(archid, {})
             return all(o.name in values for o in self.objectives)
+
+    def outcomes(self, archids: Iterable[str] | None = None) -> dict[str, Outcome]:
+        """How the finished candidates among ``archids`` (default: all) settled."""
+        with self._lock:
+            found: dict[str, Outcome] = {}
+            for archid in self.archs if archids is None else archids:
+                values = self.values.get(archid, {})
+                if archid in self.failed:
+                    found[archid] = Outcome.FAILED
+                elif archid in self.infeasible:
+                    found[archid] = Outcome.INFEASIBLE
+                elif archid in self.archs and all(o.name in values for o in self.objectives):
+                    found[archid] = Outcome.COMPLETE
+            return found
 
     def complete(self) -> dict[str, list[float]]:
         """Feasible candidates with every objective measured, in proposal order, as value vectors."""

@@ -8,20 +8,31 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from facenas import limits
 from facenas.domain import (
     OBJECTIVES,
     Candidate,
     EvalKey,
     Event,
     IterationRecord,
+    Outcome,
+    SearchProgress,
     SearchRecord,
     SearchStatus,
     budget_key,
 )
 from facenas.errors import Cancelled, ConfigError, FacenasError, InvalidInput, NotFound
-from facenas.limits import MAX_ID_BYTES, MAX_NAME_BYTES, Page, all_pages, check_text
+from facenas.limits import (
+    MAX_ID_BYTES,
+    MAX_NAME_BYTES,
+    MAX_PAGE_SIZE,
+    MAX_REQUEST_KEYS,
+    Page,
+    all_pages,
+    check_text,
+)
 from facenas.search import metrics
 from facenas.search.config import SearchConfig, parse_search_config
 from facenas.search.engine import SearchRun
@@ -33,6 +44,7 @@ from facenas.search.recorder import EventLog
 from facenas.search.snapshot import (
     CandidateState,
     IterationState,
+    ObjectiveInfo,
     SearchSnapshot,
     evaluated_in,
     latency_quality,
@@ -54,6 +66,9 @@ _SEARCH_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 #: the candidates an ambiguous archid prefix's error names
 MAX_AMBIGUOUS_SHOWN = 10
 
+#: parsed configs a searcher keeps (one per search it was asked about)
+_CONFIG_CACHE = 1024
+
 #: why a run stopped, as its ``cancelled`` / ``interrupted`` event says
 USER_CANCEL = "cancelled by a user request"
 SHUTDOWN = "searcher shutting down; the search's jobs keep running on the workers"
@@ -68,6 +83,43 @@ class SearchSummaryData:
     hypervolume: float
     waiting: str = ""  # e.g. "waiting for latency_cpu (35 s: ...)" while an outage pauses the search
     cache_hits: int = 0  # evaluations taken from the store's cache instead of run (see cache_hits())
+
+
+@dataclass(frozen=True)
+class ParetoData:
+    """The front of a search's last iteration record (``iteration`` -1 before the first)."""
+
+    search_id: str
+    objectives: tuple[ObjectiveInfo, ...]
+    iteration: int
+    hypervolume: float
+    points: tuple[CandidateState, ...]
+
+
+@dataclass(frozen=True)
+class ExportPage:
+    """A page of a search's export from candidate ``offset``; ``cap``: the last iteration it counts by."""
+
+    snapshot: SearchSnapshot
+    offset: int
+    cap: int
+    more: bool
+
+    def token_after(self, taken: int) -> str:
+        """The token of the page after the first ``taken`` candidates of this one ("" at the end)."""
+        if taken >= len(self.snapshot.candidates) and not self.more:
+            return ""
+        return f"{self.offset + taken}-{self.cap}"
+
+
+def _export_position(token: str) -> tuple[int, int | None]:
+    """(candidate offset, last iteration counted) of an export page token; InvalidInput if foreign."""
+    if not token:
+        return 0, None
+    offset, _, cap = token.partition("-")
+    if not (offset.isdigit() and len(offset) < 18 and cap.lstrip("-").isdigit() and len(cap) < 12):
+        raise InvalidInput(f"page_token: {limits.brief(token, 40)} is not a page token this service issued")
+    return int(offset), int(cap)
 
 
 class _Running:
@@ -114,6 +166,7 @@ class SearchManager:
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
+        self._configs: dict[str, tuple[str, SearchConfig]] = {}  # search_id -> (config text, parsed)
 
     # --- commands ----------------------------------------------------------------------------------
 
@@ -328,18 +381,61 @@ class SearchManager:
         EventLog(self.store, search_id)(kind, payload)
 
     # --- queries -----------------------------------------------------------------------------------
+    # Each is a few indexed store queries whatever the search's size: counts come from the store's
+    # outcome rows (see Store.search_progress), fronts from the last iteration record and its members.
 
     def summary(self, search_id: str) -> SearchSummaryData:
         record = self.store.get_search(search_id)
-        iterations = self.store.list_iterations(search_id)
-        snapshot = self.snapshot(search_id)
-        evaluated = sum(1 for c in snapshot.candidates if c.complete(snapshot.objectives))
-        hv = iterations[-1].hypervolume if iterations else 0.0
-        waiting = self.waiting(search_id) if self._is_running(search_id) else ""
-        hits = self.cache_hits(search_id, iterations[-1] if iterations else None)
+        progress = self.store.search_progress([search_id]).get(search_id) or SearchProgress(search_id)
+        return self._summary(record, self._backfilled(record, progress))
+
+    def _summary(self, record: SearchRecord, progress: SearchProgress) -> SearchSummaryData:
+        last = progress.last_iteration
+        running = self._is_running(record.search_id)
         return SearchSummaryData(
-            record, len(iterations), evaluated, len(snapshot.candidates), hv, waiting, hits
+            record,
+            last.iteration + 1 if last is not None else 0,
+            progress.complete,
+            progress.candidates,
+            last.hypervolume if last is not None else 0.0,
+            self.waiting(record.search_id) if running else "",
+            self.cache_hits(record.search_id, last),
         )
+
+    def _backfilled(self, record: SearchRecord, progress: SearchProgress) -> SearchProgress:
+        """``progress``, after recording the outcomes of a search no run of this version has settled (one
+        stored before schema 4 and not resumed since): read whole once, then counted like any other."""
+        if progress.settled or not progress.candidates or self._is_running(record.search_id):
+            return progress
+        try:
+            config = self._config(record)
+        except InvalidInput:
+            return progress
+        states = self._states(record.search_id, config, self.store.list_candidates(record.search_id), ())
+        found: dict[str, Outcome] = {}
+        for state in states:
+            if state.failed:
+                found[state.archid] = Outcome.FAILED
+            elif all(o.name in state.values for o in config.objectives) or not state.feasible:
+                found[state.archid] = Outcome.COMPLETE if state.feasible else Outcome.INFEASIBLE
+        if not found:
+            return progress
+        self.store.put_all_outcomes(record.search_id, found)
+        log.info("search outcomes recorded", extra={"search_id": record.search_id, "settled": len(found)})
+        return self.store.search_progress([record.search_id]).get(record.search_id, progress)
+
+    def _config(self, record: SearchRecord) -> SearchConfig:
+        """The record's parsed config (parsed once per searcher: configs are immutable)."""
+        with self._lock:
+            cached = self._configs.get(record.search_id)
+        if cached is not None and cached[0] == record.config:
+            return cached[1]
+        config = parse_search_config(record.config)
+        with self._lock:
+            if len(self._configs) >= _CONFIG_CACHE:
+                self._configs.pop(next(iter(self._configs)))
+            self._configs[record.search_id] = (record.config, config)
+        return config
 
     def cache_hits(self, search_id: str, last: IterationRecord | None) -> int:
         """Evaluations the search took from the store's cache: its run's count while it runs here, else
@@ -363,19 +459,77 @@ class SearchManager:
         return all_pages(lambda token: self.list_page(0, token))
 
     def list_page(self, page_size: int = 0, page_token: str = "") -> Page[SearchSummaryData]:
-        """A page of searches, oldest first (pages as the store's); a search whose stored config does not
-        parse is listed with its record alone rather than failing the list."""
+        """A page of searches, oldest first (pages as the store's), with one progress query per hundred."""
         page = self.store.list_searches_page(page_size, page_token)
-        return Page([self._listed(r) for r in page.items], page.next_page_token)
+        progress: dict[str, SearchProgress] = {}
+        ids = [r.search_id for r in page.items]
+        for start in range(0, len(ids), MAX_REQUEST_KEYS):
+            progress.update(self.store.search_progress(ids[start : start + MAX_REQUEST_KEYS]))
+        summaries = [
+            self._listed(r, progress.get(r.search_id) or SearchProgress(r.search_id)) for r in page.items
+        ]
+        return Page(summaries, page.next_page_token)
 
-    def _listed(self, record: SearchRecord) -> SearchSummaryData:
-        try:
-            return self.summary(record.search_id)
-        except InvalidInput as err:
-            log.warning(
-                "search listed without a summary", extra={"search_id": record.search_id, "error": str(err)}
+    def _listed(self, record: SearchRecord, progress: SearchProgress) -> SearchSummaryData:
+        return self._summary(record, self._backfilled(record, progress))
+
+    def pareto(self, search_id: str) -> ParetoData:
+        """The front of the search's last iteration record with its members' values."""
+        record = self.store.get_search(search_id)
+        config = self._config(record)
+        progress = self.store.search_progress([search_id]).get(search_id) or SearchProgress(search_id)
+        last = progress.last_iteration
+        if last is None:
+            return ParetoData(search_id, config.objectives, -1, 0.0, ())
+        members: list[Candidate] = []
+        for start in range(0, len(last.pareto), MAX_REQUEST_KEYS):
+            chunk = list(last.pareto[start : start + MAX_REQUEST_KEYS])
+            members.extend(self.store.get_candidates(search_id, chunk).values())
+        records = self.store.list_iterations(search_id) if self._asynchronous(config) else ()
+        states = self._states(search_id, config, members, records)
+        return ParetoData(search_id, config.objectives, last.iteration, last.hypervolume, states)
+
+    @staticmethod
+    def _asynchronous(config: SearchConfig) -> bool:
+        """Whether a candidate may count in a later iteration than the one that proposed it."""
+        return config.algorithm.startswith("async")
+
+    def export_page(
+        self, search_id: str, page_size: int = 0, page_token: str = "", all_documents: bool = False
+    ) -> ExportPage:
+        """A page of the search's export: the first page also holds its objectives and iterations, and
+        fixes the iteration records every later page counts candidates by (its token carries the last
+        one's number). Documents come with the candidates on some iteration's front (what outputs
+        write), or with every candidate when ``all_documents``."""
+        offset, cap = _export_position(page_token)
+        record = self.store.get_search(search_id)
+        config = self._config(record)
+        records = [r for r in self.store.list_iterations(search_id) if cap is None or r.iteration <= cap]
+        cap = records[-1].iteration if records else -1
+        page = self.store.list_candidates_page(search_id, page_size, limits.page_token(offset))
+        states = self._states(search_id, config, page.items, records)
+        if not all_documents:
+            fronts = {a for r in records for a in r.pareto}
+            states = tuple(s if s.archid in fronts else replace(s, document="") for s in states)
+        iterations = tuple(
+            IterationState(i.iteration, i.pareto, i.hypervolume, i.walltime_s) for i in records
+        )
+        snapshot = SearchSnapshot(
+            search_id, record.name, config.objectives, states, iterations if offset == 0 else ()
+        )
+        return ExportPage(snapshot, offset, cap, bool(page.next_page_token))
+
+    def snapshot(self, search_id: str) -> SearchSnapshot:
+        """The whole search as the store holds it (every page of :meth:`export_page`, all documents)."""
+        first = self.export_page(search_id, MAX_PAGE_SIZE, "", all_documents=True)
+        candidates = list(first.snapshot.candidates)
+        page = first
+        while page.more:
+            page = self.export_page(
+                search_id, MAX_PAGE_SIZE, page.token_after(len(page.snapshot.candidates)), True
             )
-            return SearchSummaryData(record, 0, 0, 0, 0.0)
+            candidates.extend(page.snapshot.candidates)
+        return replace(first.snapshot, candidates=tuple(candidates))
 
     def watch(self, search_id: str, after_seq: int, alive: threading.Event | None = None) -> Iterator[Event]:
         """Events after ``after_seq`` until the search has finished and its log is drained, with the
@@ -413,18 +567,6 @@ class SearchManager:
             running = self._running.get(search_id)
         return running is not None and running.thread.is_alive()
 
-    def snapshot(self, search_id: str) -> SearchSnapshot:
-        """The search as the store holds it: candidates with their values, iterations. The records are
-        read first: every candidate one counts is then read with the values its front used."""
-        record = self.store.get_search(search_id)
-        records = self.store.list_iterations(search_id)
-        config = parse_search_config(record.config)
-        states = self._states(search_id, config, self.store.list_candidates(search_id), records)
-        iterations = tuple(
-            IterationState(i.iteration, i.pareto, i.hypervolume, i.walltime_s) for i in records
-        )
-        return SearchSnapshot(search_id, record.name, config.objectives, states, iterations)
-
     def _states(
         self,
         search_id: str,
@@ -435,7 +577,11 @@ class SearchManager:
         """``candidates`` of the search with their stored values, feasibility and failures, each in the
         first iteration whose front counted it (``records``)."""
         targets = self.store.get_targets(search_id)
-        failed = {f.archid: f.reason for f in self.store.list_failures(search_id)}
+        archids = [c.archid for c in candidates]
+        failed: dict[str, str] = {}
+        for start in range(0, len(archids), MAX_REQUEST_KEYS):
+            chunk = archids[start : start + MAX_REQUEST_KEYS]
+            failed.update((f.archid, f.reason) for f in self.store.list_failures(search_id, chunk))
         keys: dict[EvalKey, tuple[str, str]] = {}
         for c in candidates:
             for o in config.objectives:
@@ -489,10 +635,7 @@ class SearchManager:
                 f"archid prefix {archid!r} is ambiguous in search {search_id}: it starts {shown}{more}; "
                 "give more characters"
             )
-        (state,) = self._states(
-            search_id,
-            parse_search_config(record.config),
-            (exact or found)[:1],
-            self.store.list_iterations(search_id),
-        )
+        config = self._config(record)
+        records = self.store.list_iterations(search_id) if self._asynchronous(config) else ()
+        (state,) = self._states(search_id, config, (exact or found)[:1], records)
         return state

@@ -22,6 +22,8 @@ from facenas.domain import (
     Event,
     Failure,
     IterationRecord,
+    Outcome,
+    SearchProgress,
     SearchRecord,
     SearchStatus,
 )
@@ -108,6 +110,15 @@ class PatientStore(Store):
             lambda: self.inner.list_candidates_page(search_id, page_size, page_token, archid_prefix)
         )
 
+    def get_candidates(self, search_id: str, archids: Sequence[str]) -> dict[str, Candidate]:
+        return self._patient(lambda: self.inner.get_candidates(search_id, archids))
+
+    def put_outcomes(self, search_id: str, outcomes: Mapping[str, Outcome]) -> dict[str, Outcome]:
+        return self._patient(lambda: self.inner.put_outcomes(search_id, outcomes))
+
+    def search_progress(self, search_ids: Sequence[str]) -> dict[str, SearchProgress]:
+        return self._patient(lambda: self.inner.search_progress(search_ids))
+
     def put_evaluation(self, evaluation: Evaluation) -> Evaluation:
         return self._patient(lambda: self.inner.put_evaluation(evaluation))
 
@@ -136,8 +147,8 @@ class PatientStore(Store):
     def put_failure(self, failure: Failure) -> Failure:
         return self._patient(lambda: self.inner.put_failure(failure))
 
-    def list_failures(self, search_id: str) -> list[Failure]:
-        return self._patient(lambda: self.inner.list_failures(search_id))
+    def list_failures(self, search_id: str, archids: Sequence[str] | None = None) -> list[Failure]:
+        return self._patient(lambda: self.inner.list_failures(search_id, archids))
 
     def append_event(self, search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:
         return self._patient(lambda: self.inner.append_event(search_id, kind, payload, token))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from facenas.domain import Direction
-from facenas.search.manager import SearchSummaryData
+from facenas.search.manager import ParetoData, SearchSummaryData
 from facenas.search.snapshot import CandidateState, IterationState, ObjectiveInfo, SearchSnapshot
 from facenas.store.protoconv import search_to_proto
 from facenas.v1 import searcher_pb2
@@ -94,3 +96,38 @@ def snapshot_from_proto(m: searcher_pb2.SearchExport) -> SearchSnapshot:
             IterationState(i.iteration, tuple(i.pareto), i.hypervolume, i.walltime_s) for i in m.iterations
         ),
     )
+
+
+def pareto_to_proto(p: ParetoData) -> searcher_pb2.ParetoReply:
+    reply = searcher_pb2.ParetoReply(search_id=p.search_id, objective_names=[o.name for o in p.objectives])
+    if p.iteration < 0:
+        return reply
+    reply.iteration = p.iteration
+    reply.hypervolume = p.hypervolume
+    for c in p.points:
+        reply.points.append(
+            searcher_pb2.ParetoPoint(archid=c.archid, iteration=c.iteration, objectives=dict(c.values))
+        )
+    return reply
+
+
+def export_search(
+    fetch: Callable[[searcher_pb2.ExportSearchRequest], searcher_pb2.SearchExport],
+    search_id: str,
+    all_documents: bool = False,
+    page_size: int = 0,
+) -> searcher_pb2.SearchExport:
+    """Every page of a search's export as one message (for use here, not for sending); ``fetch`` calls
+    ExportSearch, e.g. ``lambda r: stub.ExportSearch(r, timeout=60)``."""
+    request = searcher_pb2.ExportSearchRequest(
+        search_id=search_id, page_size=page_size, all_documents=all_documents
+    )
+    whole = fetch(request)
+    token = whole.next_page_token
+    while token:
+        request.page_token = token
+        page = fetch(request)
+        whole.candidates.extend(page.candidates)
+        token = page.next_page_token
+    whole.next_page_token = ""
+    return whole

@@ -15,6 +15,8 @@ pass ``tests/contract/test_store_contract.py``. The contract:
   fields, JSON payloads that are objects of bounded depth and size, number ranges); a record over a
   limit is refused with :class:`~facenas.errors.InvalidInput`. Lists are read in pages
   (``*_page(..., page_size, page_token)``; the plain ``list_*`` methods follow every page).
+* Reads are queries: what a client shows of a search (:meth:`search_progress`, :meth:`get_candidates`,
+  a page of anything) costs a few indexed queries whatever the search's size.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from facenas.domain import (
     Event,
     Failure,
     IterationRecord,
+    Outcome,
+    SearchProgress,
     SearchRecord,
     SearchStatus,
 )
@@ -95,6 +99,26 @@ class Store(abc.ABC):
         """A page of a search's candidates in the order they were first added; with ``archid_prefix``
         only those whose archid starts with it (case-sensitive)."""
 
+    @abc.abstractmethod
+    def get_candidates(self, search_id: str, archids: Sequence[str]) -> dict[str, Candidate]:
+        """The search's candidates among ``archids`` (at most ``MAX_REQUEST_KEYS``; others are absent)."""
+
+    @abc.abstractmethod
+    def put_outcomes(self, search_id: str, outcomes: Mapping[str, Outcome]) -> dict[str, Outcome]:
+        """Record how candidates settled (archid -> outcome, at most ``MAX_REQUEST_KEYS``; each archid a
+        candidate of the search). The first outcome of a candidate wins and is returned on repeats."""
+
+    def put_all_outcomes(self, search_id: str, outcomes: Mapping[str, Outcome]) -> None:
+        """:meth:`put_outcomes` for any number of candidates."""
+        items = sorted(outcomes.items())
+        for start in range(0, len(items), MAX_REQUEST_KEYS):
+            self.put_outcomes(search_id, dict(items[start : start + MAX_REQUEST_KEYS]))
+
+    @abc.abstractmethod
+    def search_progress(self, search_ids: Sequence[str]) -> dict[str, SearchProgress]:
+        """How far each search is (at most ``MAX_REQUEST_KEYS``; unknown ids are absent): its candidates,
+        their recorded outcomes, its last iteration record. A few queries for the whole batch."""
+
     # --- evaluations -----------------------------------------------------------------------------------
     @abc.abstractmethod
     def put_evaluation(self, evaluation: Evaluation) -> Evaluation:
@@ -149,8 +173,9 @@ class Store(abc.ABC):
         """Record that a candidate failed for good (once per search and archid; the first wins)."""
 
     @abc.abstractmethod
-    def list_failures(self, search_id: str) -> list[Failure]:
-        """The search's failed candidates in the order they failed."""
+    def list_failures(self, search_id: str, archids: Sequence[str] | None = None) -> list[Failure]:
+        """The search's failed candidates in the order they failed; only those among ``archids`` (at most
+        ``MAX_REQUEST_KEYS``) when given."""
 
     # --- events -------------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -24,6 +24,8 @@ from facenas.domain import (
     Event,
     Failure,
     IterationRecord,
+    Outcome,
+    SearchProgress,
     SearchRecord,
     SearchStatus,
 )
@@ -145,6 +147,27 @@ class GrpcStore(Store):
         resp = self._call("ListCandidates", req)
         return Page([pc.candidate_from_proto(c) for c in resp.candidates], resp.next_page_token)
 
+    def get_candidates(self, search_id: str, archids: Sequence[str]) -> dict[str, Candidate]:
+        wanted = limits.check_ids(archids, "archids")
+        req = store_pb2.GetCandidatesRequest(search_id=search_id, archids=wanted)
+        found = {c.archid: pc.candidate_from_proto(c) for c in self._call("GetCandidates", req).candidates}
+        return {a: found[a] for a in wanted if a in found}
+
+    def put_outcomes(self, search_id: str, outcomes: Mapping[str, Outcome]) -> dict[str, Outcome]:
+        checked = limits.check_outcomes(search_id, outcomes)
+        req = store_pb2.CandidateOutcomes(search_id=search_id, outcomes=checked)
+        return {a: Outcome(o) for a, o in self._call("PutOutcomes", req).outcomes.items()}
+
+    def search_progress(self, search_ids: Sequence[str]) -> dict[str, SearchProgress]:
+        wanted = limits.check_ids(search_ids, "search_ids")
+        if not wanted:
+            return {}
+        req = store_pb2.GetSearchProgressRequest(search_ids=wanted)
+        found = {
+            p.search_id: pc.progress_from_proto(p) for p in self._call("GetSearchProgress", req).progress
+        }
+        return {s: found[s] for s in wanted if s in found}
+
     def put_evaluation(self, evaluation: Evaluation) -> Evaluation:
         limits.check_evaluation(evaluation)
         return pc.evaluation_from_proto(self._call("PutEvaluation", pc.evaluation_to_proto(evaluation)))
@@ -192,8 +215,12 @@ class GrpcStore(Store):
         failure = limits.check_failure(failure)
         return pc.failure_from_proto(self._call("PutFailure", pc.failure_to_proto(failure)))
 
-    def list_failures(self, search_id: str) -> list[Failure]:
-        resp = self._call("ListFailures", store_pb2.ListFailuresRequest(search_id=search_id))
+    def list_failures(self, search_id: str, archids: Sequence[str] | None = None) -> list[Failure]:
+        wanted = None if archids is None else limits.check_ids(archids, "archids")
+        if wanted == []:
+            return []
+        req = store_pb2.ListFailuresRequest(search_id=search_id, archids=wanted or [])
+        resp = self._call("ListFailures", req)
         return [pc.failure_from_proto(f) for f in resp.failures]
 
     def append_event(self, search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:

@@ -63,6 +63,21 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         page = fill_page(fetch, _size, request.page_size, request.page_token)
         return store_pb2.ListCandidatesResponse(candidates=page.items, next_page_token=page.next_page_token)
 
+    def GetCandidates(self, request: store_pb2.GetCandidatesRequest, context: Ctx) -> Any:
+        found = self.store.get_candidates(request.search_id, list(request.archids))
+        return store_pb2.CandidateList(candidates=[pc.candidate_to_proto(c) for c in found.values()])
+
+    def PutOutcomes(self, request: store_pb2.CandidateOutcomes, context: Ctx) -> Any:
+        outcomes = pc.outcomes_from_proto(request)
+        stored = self.store.put_outcomes(request.search_id, outcomes)
+        return store_pb2.CandidateOutcomes(
+            search_id=request.search_id, outcomes={a: o.value for a, o in stored.items()}
+        )
+
+    def GetSearchProgress(self, request: store_pb2.GetSearchProgressRequest, context: Ctx) -> Any:
+        found = self.store.search_progress(list(request.search_ids))
+        return store_pb2.SearchProgressList(progress=[pc.progress_to_proto(p) for p in found.values()])
+
     def PutEvaluation(self, request: store_pb2.Evaluation, context: Ctx) -> Any:
         return pc.evaluation_to_proto(self.store.put_evaluation(pc.evaluation_from_proto(request)))
 
@@ -112,7 +127,7 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         return pc.failure_to_proto(self.store.put_failure(pc.failure_from_proto(request)))
 
     def ListFailures(self, request: store_pb2.ListFailuresRequest, context: Ctx) -> Any:
-        found = self.store.list_failures(request.search_id)
+        found = self.store.list_failures(request.search_id, list(request.archids) or None)
         return store_pb2.ListFailuresResponse(failures=[pc.failure_to_proto(f) for f in found])
 
     def ListEvents(self, request: store_pb2.ListEventsRequest, context: Ctx) -> Any:

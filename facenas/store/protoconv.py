@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from facenas import limits
 from facenas.domain import (
     ArchRecord,
     Candidate,
@@ -13,6 +14,8 @@ from facenas.domain import (
     Event,
     Failure,
     IterationRecord,
+    Outcome,
+    SearchProgress,
     SearchRecord,
     SearchStatus,
 )
@@ -177,3 +180,34 @@ def failure_to_proto(f: Failure) -> store_pb2.Failure:
 
 def failure_from_proto(m: store_pb2.Failure) -> Failure:
     return Failure(m.search_id, m.archid, m.objective, m.reason, m.kind, m.created_at)
+
+
+def outcomes_from_proto(message: store_pb2.CandidateOutcomes) -> dict[str, Outcome]:
+    """archid -> Outcome; an unknown outcome is InvalidInput naming the known ones."""
+    checked = limits.check_outcomes(message.search_id, dict(message.outcomes))
+    return {a: Outcome(o) for a, o in checked.items()}
+
+
+def progress_to_proto(progress: SearchProgress) -> store_pb2.SearchProgress:
+    message = store_pb2.SearchProgress(
+        search_id=progress.search_id,
+        candidates=progress.candidates,
+        complete=progress.complete,
+        infeasible=progress.infeasible,
+        failed=progress.failed,
+    )
+    if progress.last_iteration is not None:
+        message.last_iteration.CopyFrom(iteration_to_proto(progress.last_iteration))
+    return message
+
+
+def progress_from_proto(message: store_pb2.SearchProgress) -> SearchProgress:
+    last = iteration_from_proto(message.last_iteration) if message.HasField("last_iteration") else None
+    return SearchProgress(
+        message.search_id,
+        candidates=message.candidates,
+        complete=message.complete,
+        infeasible=message.infeasible,
+        failed=message.failed,
+        last_iteration=last,
+    )

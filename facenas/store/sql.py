@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import math
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +32,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     RowMapping,
     Table,
@@ -58,6 +62,8 @@ from facenas.domain import (
     Event,
     Failure,
     IterationRecord,
+    Outcome,
+    SearchProgress,
     SearchRecord,
     SearchStatus,
     canonical_json,
@@ -69,8 +75,9 @@ from facenas.store.base import NotFound, Store, StoreConflict, StoreUnavailable
 log = logging.getLogger(__name__)
 
 #: 2: search targets, failures and event tokens are tables (were only events); 3: evaluation keys name the
-#: built model (``evaluations.model``) and candidates keep their own document, params and model
-SCHEMA_VERSION = 3
+#: built model (``evaluations.model``) and candidates keep their own document, params and model; 4: arch
+#: documents are stored once, compressed (``documents``), and candidates' outcomes are rows (``outcomes``)
+SCHEMA_VERSION = 4
 ACCEPTED_URLS = (
     "sqlite:///path/to/file.db, postgresql://user@host:port/db, "
     "postgresql+psycopg://user@host:port/db, or a bare file path (SQLite)"
@@ -136,9 +143,10 @@ candidates = Table(
     Column("iteration", Integer, nullable=False),
     Column("parents", Text, nullable=False),  # JSON list
     Column("proposed_at", Double, nullable=False),
-    Column("document", Text, nullable=False, server_default=""),
+    Column("document", Text, nullable=False, server_default=""),  # "" since v4: see document_digest
     Column("params", BigInteger, nullable=False, server_default="0"),
     Column("model", Text, nullable=False, server_default=""),
+    Column("document_digest", Text, nullable=False, server_default=""),  # documents.digest (v4)
     UniqueConstraint("search_id", "archid", name="uq_candidates_search_arch"),
     Index("ix_candidates_search_order", "search_id", "id"),
 )
@@ -178,6 +186,25 @@ events = Table(
     Column("kind", Text, nullable=False),
     Column("payload", Text, nullable=False),  # canonical JSON
     Column("created_at", Double, nullable=False),
+)
+
+#: Arch documents, once each: the text's SHA-256 and the text deflated (a 24.5 KB Archai document is about
+#: 1 KB); candidates name theirs by digest.
+documents = Table(
+    "documents",
+    metadata,
+    Column("digest", Text, primary_key=True),
+    Column("body", LargeBinary, nullable=False),
+)
+#: How each settled candidate of a search ended (complete, infeasible, failed): counts are index counts.
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("search_id", Text, ForeignKey("searches.search_id"), primary_key=True),
+    Column("archid", Text, primary_key=True),
+    Column("outcome", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Index("ix_outcomes_search_outcome", "search_id", "outcome"),
 )
 
 targets = Table(
@@ -270,16 +297,36 @@ def _to_arch(r: RowMapping) -> ArchRecord:
 
 
 def _to_candidate(r: RowMapping) -> Candidate:
+    """A candidate row; its document from ``documents`` (the row's ``body``) when it names one."""
+    body = r.get("body")
     return Candidate(
         search_id=r["search_id"],
         archid=r["archid"],
         iteration=r["iteration"],
         parents=tuple(_loads(r["parents"])),
         proposed_at=r["proposed_at"],
-        document=r["document"],
+        document=_inflate(body) if body is not None else r["document"],
         params=r["params"],
         model=r["model"],
     )
+
+
+def _candidate_rows() -> Select[Any]:
+    """Candidates with their documents' bodies."""
+    joined = candidates.outerjoin(documents, candidates.c.document_digest == documents.c.digest)
+    return select(candidates, documents.c.body).select_from(joined)
+
+
+def _digest(document: str) -> str:
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
+
+
+def _deflate(document: str) -> bytes:
+    return zlib.compress(document.encode("utf-8"), 6)
+
+
+def _inflate(body: bytes) -> str:
+    return zlib.decompress(body).decode("utf-8")
 
 
 def _to_evaluation(r: RowMapping) -> Evaluation:
@@ -378,6 +425,41 @@ def _migrate(conn: Connection, version: int) -> None:
         _migrate_to_2(conn)
     if version < 3:
         _migrate_to_3(conn)
+    if version < 4:
+        _migrate_to_4(conn)
+
+
+def _migrate_to_4(conn: Connection) -> None:
+    """Schema 3 -> 4: candidates' documents move to ``documents`` (once each, deflated) and candidates name
+    them by digest. Outcomes are not backfilled: the searcher records a search's when it first reads or
+    resumes it (see ``SearchManager``)."""
+    if "document_digest" not in {c["name"] for c in inspect(conn).get_columns("candidates")}:
+        conn.exec_driver_sql("ALTER TABLE candidates ADD COLUMN document_digest TEXT NOT NULL DEFAULT ''")
+    moved = 0
+    while True:
+        rows = conn.execute(
+            select(candidates.c.id, candidates.c.document).where(candidates.c.document != "").limit(_CHUNK)
+        ).all()
+        if not rows:
+            break
+        for row_id, document in rows:
+            digest = _digest(document)
+            conn.execute(_insert_ignore(conn, documents, {"digest": digest, "body": _deflate(document)}))
+            conn.execute(
+                update(candidates)
+                .where(candidates.c.id == row_id)
+                .values(document="", document_digest=digest)
+            )
+        moved += len(rows)
+    log.info("store schema migrated to v4: documents stored once", extra={"candidates": moved})
+
+
+def _insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> Executable:
+    """INSERT ... ON CONFLICT DO NOTHING on the table's primary key, in ``conn``'s dialect."""
+    key = [c.name for c in table.primary_key.columns]
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
+    return sqlite.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
 
 
 def _migrate_to_3(conn: Connection) -> None:
@@ -612,33 +694,122 @@ class SqlStore(Store):
 
     def add_candidate(self, candidate: Candidate) -> Candidate:
         limits.check_candidate(candidate)
+        digest = _digest(candidate.document) if candidate.document else ""
         values = {
             "search_id": candidate.search_id,
             "archid": candidate.archid,
             "iteration": candidate.iteration,
             "parents": _json(list(candidate.parents), "candidate parents"),
             "proposed_at": _now(candidate.proposed_at),
-            "document": candidate.document,
+            "document": "",
+            "document_digest": digest,
             "params": candidate.params,
             "model": candidate.model,
         }
-        compared = ["iteration", "parents", "document", "params", "model"]
+        compared = ["iteration", "parents", "document_digest", "params", "model"]
         with self._tx(write=True) as conn:
             self._require_search(conn, candidate.search_id)
+            if digest:
+                conn.execute(
+                    _insert_ignore(conn, documents, {"digest": digest, "body": _deflate(candidate.document)})
+                )
             row = self._insert_or_compare(conn, candidates, values, ["search_id", "archid"], compared)
-        return _to_candidate(row)
+        return dataclasses.replace(_to_candidate(row), document=candidate.document)
 
     def list_candidates_page(
         self, search_id: str, page_size: int = 0, page_token: str = "", archid_prefix: str = ""
     ) -> Page[Candidate]:
         limits.check_text(archid_prefix, "archid_prefix", limits.MAX_ID_BYTES)
-        stmt = select(candidates).where(candidates.c.search_id == search_id).order_by(candidates.c.id)
+        stmt = _candidate_rows().where(candidates.c.search_id == search_id).order_by(candidates.c.id)
         if archid_prefix:  # substr, not LIKE: SQLite's LIKE ignores case, PostgreSQL's does not
             prefix = func.substr(candidates.c.archid, 1, len(archid_prefix)) == archid_prefix
             stmt = stmt.where(prefix)
         with self._tx() as conn:
             self._require_search(conn, search_id)
             return _page(conn, stmt, page_size, page_token, _to_candidate)
+
+    def get_candidates(self, search_id: str, archids: Sequence[str]) -> dict[str, Candidate]:
+        wanted = limits.check_ids(archids, "archids")
+        stmt = _candidate_rows().where(candidates.c.search_id == search_id, candidates.c.archid.in_(wanted))
+        with self._tx() as conn:
+            self._require_search(conn, search_id)
+            found = {r["archid"]: _to_candidate(r) for r in conn.execute(stmt).mappings()}
+        return {a: found[a] for a in wanted if a in found}
+
+    def put_outcomes(self, search_id: str, outcomes_: Mapping[str, Outcome]) -> dict[str, Outcome]:
+        checked = limits.check_outcomes(search_id, outcomes_)
+        now = time.time()
+        with self._tx(write=True) as conn:
+            self._require_search(conn, search_id)
+            known = set(
+                conn.execute(
+                    select(candidates.c.archid).where(
+                        candidates.c.search_id == search_id, candidates.c.archid.in_(list(checked))
+                    )
+                ).scalars()
+            )
+            unknown = sorted(set(checked) - known)
+            if unknown:
+                raise NotFound(f"search {search_id!r} has no candidate {', '.join(map(repr, unknown[:5]))}")
+            for archid, outcome in checked.items():
+                row = {"search_id": search_id, "archid": archid, "outcome": outcome, "created_at": now}
+                conn.execute(_insert_ignore(conn, outcomes, row))
+            stmt = select(outcomes.c.archid, outcomes.c.outcome).where(
+                outcomes.c.search_id == search_id, outcomes.c.archid.in_(list(checked))
+            )
+            return {a: Outcome(o) for a, o in conn.execute(stmt).all()}
+
+    def search_progress(self, search_ids: Sequence[str]) -> dict[str, SearchProgress]:
+        wanted = limits.check_ids(search_ids, "search_ids")
+        if not wanted:
+            return {}
+        counts: dict[str, dict[str, int]] = {}
+        with self._tx() as conn:
+            known = set(
+                conn.execute(select(searches.c.search_id).where(searches.c.search_id.in_(wanted))).scalars()
+            )
+            for search_id, count in conn.execute(
+                select(candidates.c.search_id, func.count())
+                .where(candidates.c.search_id.in_(wanted))
+                .group_by(candidates.c.search_id)
+            ).all():
+                counts.setdefault(search_id, {})["candidates"] = count
+            for search_id, outcome, count in conn.execute(
+                select(outcomes.c.search_id, outcomes.c.outcome, func.count())
+                .where(outcomes.c.search_id.in_(wanted))
+                .group_by(outcomes.c.search_id, outcomes.c.outcome)
+            ).all():
+                counts.setdefault(search_id, {})[outcome] = count
+            newest = (
+                select(iterations.c.search_id, func.max(iterations.c.iteration).label("last"))
+                .where(iterations.c.search_id.in_(wanted))
+                .group_by(iterations.c.search_id)
+                .subquery()
+            )
+            last = {
+                r["search_id"]: _to_iteration(r)
+                for r in conn.execute(
+                    select(iterations).join(
+                        newest,
+                        and_(
+                            iterations.c.search_id == newest.c.search_id,
+                            iterations.c.iteration == newest.c.last,
+                        ),
+                    )
+                ).mappings()
+            }
+        return {
+            s: SearchProgress(
+                s,
+                candidates=counts.get(s, {}).get("candidates", 0),
+                complete=counts.get(s, {}).get(Outcome.COMPLETE.value, 0),
+                infeasible=counts.get(s, {}).get(Outcome.INFEASIBLE.value, 0),
+                failed=counts.get(s, {}).get(Outcome.FAILED.value, 0),
+                last_iteration=last.get(s),
+            )
+            for s in wanted
+            if s in known
+        }
 
     # --- evaluations ---
     def put_evaluation(self, evaluation: Evaluation) -> Evaluation:
@@ -758,8 +929,10 @@ class SqlStore(Store):
             row = self._insert_or_compare(conn, failures, values, ["search_id", "archid"], [])
         return _to_failure(row)
 
-    def list_failures(self, search_id: str) -> list[Failure]:
+    def list_failures(self, search_id: str, archids: Sequence[str] | None = None) -> list[Failure]:
         stmt = select(failures).where(failures.c.search_id == search_id).order_by(failures.c.id)
+        if archids is not None:
+            stmt = stmt.where(failures.c.archid.in_(limits.check_ids(archids, "archids")))
         with self._tx() as conn:
             self._require_search(conn, search_id)
             return [_to_failure(r) for r in conn.execute(stmt).mappings()]

@@ -321,6 +321,39 @@ class ArchitectureReply(_message.Message):
 Global___ArchitectureReply: _TypeAlias = ArchitectureReply  # noqa: Y015
 
 @_typing.final
+class ExportSearchRequest(_message.Message):
+    """A page of a search's export. page_size: candidates (0: 100, at most 1000; a page also ends before its
+    reply passes 4 MiB). Candidates carry their arch document when they are on some iteration's front
+    (what outputs write), or all of them with all_documents.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ALL_DOCUMENTS_FIELD_NUMBER: _builtins.int
+    search_id: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    all_documents: _builtins.bool
+    def __init__(
+        self,
+        *,
+        search_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        all_documents: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_documents", b"all_documents", "page_size", b"page_size", "page_token", b"page_token", "search_id", b"search_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportSearchRequest: _TypeAlias = ExportSearchRequest  # noqa: Y015
+
+@_typing.final
 class ValidateConfigReply(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -521,7 +554,10 @@ Global___IterationState: _TypeAlias = IterationState  # noqa: Y015
 
 @_typing.final
 class SearchExport(_message.Message):
-    """Everything the store holds about a search, for outputs (CSV, Pareto models, plots)."""
+    """Everything the store holds about a search, for outputs (CSV, Pareto models, plots), in pages: the
+    first page holds the name, objectives and iterations, and every page counts its candidates' iterations
+    by those records (later ones are left for a new export). next_page_token is "" on the last page.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -530,8 +566,10 @@ class SearchExport(_message.Message):
     OBJECTIVES_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
     ITERATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     search_id: _builtins.str
     name: _builtins.str
+    next_page_token: _builtins.str
     @_builtins.property
     def objectives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Objective]: ...
     @_builtins.property
@@ -546,10 +584,11 @@ class SearchExport(_message.Message):
         objectives: _abc.Iterable[Global___Objective] | None = ...,
         candidates: _abc.Iterable[Global___CandidateState] | None = ...,
         iterations: _abc.Iterable[Global___IterationState] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "iterations", b"iterations", "name", b"name", "objectives", b"objectives", "search_id", b"search_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "iterations", b"iterations", "name", b"name", "next_page_token", b"next_page_token", "objectives", b"objectives", "search_id", b"search_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

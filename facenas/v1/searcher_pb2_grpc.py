@@ -86,7 +86,7 @@ class SearcherStub:
                 _registered_method=True)
         self.ExportSearch = channel.unary_unary(
                 '/facenas.v1.Searcher/ExportSearch',
-                request_serializer=facenas_dot_v1_dot_searcher__pb2.SearchRef.SerializeToString,
+                request_serializer=facenas_dot_v1_dot_searcher__pb2.ExportSearchRequest.SerializeToString,
                 response_deserializer=facenas_dot_v1_dot_searcher__pb2.SearchExport.FromString,
                 _registered_method=True)
 
@@ -164,7 +164,8 @@ class SearcherServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportSearch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A page of the search's export (see ExportSearchRequest); `facenas search outputs` reads every page.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -219,7 +220,7 @@ def add_SearcherServicer_to_server(servicer, server):
             ),
             'ExportSearch': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportSearch,
-                    request_deserializer=facenas_dot_v1_dot_searcher__pb2.SearchRef.FromString,
+                    request_deserializer=facenas_dot_v1_dot_searcher__pb2.ExportSearchRequest.FromString,
                     response_serializer=facenas_dot_v1_dot_searcher__pb2.SearchExport.SerializeToString,
             ),
     }
@@ -495,7 +496,7 @@ class Searcher:
             request,
             target,
             '/facenas.v1.Searcher/ExportSearch',
-            facenas_dot_v1_dot_searcher__pb2.SearchRef.SerializeToString,
+            facenas_dot_v1_dot_searcher__pb2.ExportSearchRequest.SerializeToString,
             facenas_dot_v1_dot_searcher__pb2.SearchExport.FromString,
             options,
             channel_credentials,

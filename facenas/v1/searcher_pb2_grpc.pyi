@@ -59,7 +59,8 @@ class SearcherStub:
     """Stop the search and cancel its jobs on every worker (jobs another search shares keep running)."""
     ResumeSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]
     """Continue a search from the store without redoing finished evaluations; joins its running jobs."""
-    ExportSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchExport]
+    ExportSearch: _grpc.UnaryUnaryMultiCallable[_searcher_pb2.ExportSearchRequest, _searcher_pb2.SearchExport]
+    """A page of the search's export (see ExportSearchRequest); `facenas search outputs` reads every page."""
 
 @_typing.type_check_only
 class SearcherAsyncStub(SearcherStub):
@@ -91,7 +92,8 @@ class SearcherAsyncStub(SearcherStub):
     """Stop the search and cancel its jobs on every worker (jobs another search shares keep running)."""
     ResumeSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchSummary]  # type: ignore[assignment]
     """Continue a search from the store without redoing finished evaluations; joins its running jobs."""
-    ExportSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.SearchRef, _searcher_pb2.SearchExport]  # type: ignore[assignment]
+    ExportSearch: _aio.UnaryUnaryMultiCallable[_searcher_pb2.ExportSearchRequest, _searcher_pb2.SearchExport]  # type: ignore[assignment]
+    """A page of the search's export (see ExportSearchRequest); `facenas search outputs` reads every page."""
 
 class SearcherServicer(metaclass=_abc_1.ABCMeta):
     """The searcher's API; `facenas search` is its client. Errors: INVALID_ARGUMENT for a request or config
@@ -178,8 +180,9 @@ class SearcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def ExportSearch(
         self,
-        request: _searcher_pb2.SearchRef,
+        request: _searcher_pb2.ExportSearchRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_searcher_pb2.SearchExport, _abc.Awaitable[_searcher_pb2.SearchExport]]: ...
+    ) -> _typing.Union[_searcher_pb2.SearchExport, _abc.Awaitable[_searcher_pb2.SearchExport]]:
+        """A page of the search's export (see ExportSearchRequest); `facenas search outputs` reads every page."""
 
 def add_SearcherServicer_to_server(servicer: SearcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

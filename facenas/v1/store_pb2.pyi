@@ -791,18 +791,24 @@ Global___Failure: _TypeAlias = Failure  # noqa: Y015
 
 @_typing.final
 class ListFailuresRequest(_message.Message):
+    """archids: only these candidates' failures (at most 100; empty: every failure of the search)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEARCH_ID_FIELD_NUMBER: _builtins.int
+    ARCHIDS_FIELD_NUMBER: _builtins.int
     search_id: _builtins.str
+    @_builtins.property
+    def archids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         search_id: _builtins.str = ...,
+        archids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["search_id", b"search_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archids", b"archids", "search_id", b"search_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -827,3 +833,174 @@ class ListFailuresResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFailuresResponse: _TypeAlias = ListFailuresResponse  # noqa: Y015
+
+@_typing.final
+class GetCandidatesRequest(_message.Message):
+    """At most 100 archids; the reply holds those that are candidates of the search."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_ID_FIELD_NUMBER: _builtins.int
+    ARCHIDS_FIELD_NUMBER: _builtins.int
+    search_id: _builtins.str
+    @_builtins.property
+    def archids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        search_id: _builtins.str = ...,
+        archids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archids", b"archids", "search_id", b"search_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCandidatesRequest: _TypeAlias = GetCandidatesRequest  # noqa: Y015
+
+@_typing.final
+class CandidateList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Candidate]: ...
+    def __init__(
+        self,
+        *,
+        candidates: _abc.Iterable[Global___Candidate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CandidateList: _TypeAlias = CandidateList  # noqa: Y015
+
+@_typing.final
+class CandidateOutcomes(_message.Message):
+    """How candidates settled: archid -> "complete", "infeasible" or "failed" (at most 100; the first
+    outcome of a candidate wins). The reply holds the stored outcomes of those archids.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OutcomesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SEARCH_ID_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    search_id: _builtins.str
+    @_builtins.property
+    def outcomes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        search_id: _builtins.str = ...,
+        outcomes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "search_id", b"search_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CandidateOutcomes: _TypeAlias = CandidateOutcomes  # noqa: Y015
+
+@_typing.final
+class GetSearchProgressRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def search_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        search_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["search_ids", b"search_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSearchProgressRequest: _TypeAlias = GetSearchProgressRequest  # noqa: Y015
+
+@_typing.final
+class SearchProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_ID_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    INFEASIBLE_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    LAST_ITERATION_FIELD_NUMBER: _builtins.int
+    search_id: _builtins.str
+    candidates: _builtins.int
+    complete: _builtins.int
+    infeasible: _builtins.int
+    failed: _builtins.int
+    @_builtins.property
+    def last_iteration(self) -> Global___IterationRecord:
+        """Unset before the first iteration record."""
+
+    def __init__(
+        self,
+        *,
+        search_id: _builtins.str = ...,
+        candidates: _builtins.int = ...,
+        complete: _builtins.int = ...,
+        infeasible: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        last_iteration: Global___IterationRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_iteration", b"last_iteration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "complete", b"complete", "failed", b"failed", "infeasible", b"infeasible", "last_iteration", b"last_iteration", "search_id", b"search_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchProgress: _TypeAlias = SearchProgress  # noqa: Y015
+
+@_typing.final
+class SearchProgressList(_message.Message):
+    """One per known search id of the request (at most 100)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchProgress]: ...
+    def __init__(
+        self,
+        *,
+        progress: _abc.Iterable[Global___SearchProgress] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchProgressList: _TypeAlias = SearchProgressList  # noqa: Y015

@@ -76,6 +76,21 @@ class StoreStub:
                 request_serializer=facenas_dot_v1_dot_store__pb2.ListCandidatesRequest.SerializeToString,
                 response_deserializer=facenas_dot_v1_dot_store__pb2.ListCandidatesResponse.FromString,
                 _registered_method=True)
+        self.GetCandidates = channel.unary_unary(
+                '/facenas.v1.Store/GetCandidates',
+                request_serializer=facenas_dot_v1_dot_store__pb2.GetCandidatesRequest.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_store__pb2.CandidateList.FromString,
+                _registered_method=True)
+        self.PutOutcomes = channel.unary_unary(
+                '/facenas.v1.Store/PutOutcomes',
+                request_serializer=facenas_dot_v1_dot_store__pb2.CandidateOutcomes.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_store__pb2.CandidateOutcomes.FromString,
+                _registered_method=True)
+        self.GetSearchProgress = channel.unary_unary(
+                '/facenas.v1.Store/GetSearchProgress',
+                request_serializer=facenas_dot_v1_dot_store__pb2.GetSearchProgressRequest.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_store__pb2.SearchProgressList.FromString,
+                _registered_method=True)
         self.PutEvaluation = channel.unary_unary(
                 '/facenas.v1.Store/PutEvaluation',
                 request_serializer=facenas_dot_v1_dot_store__pb2.Evaluation.SerializeToString,
@@ -182,6 +197,25 @@ class StoreServicer:
 
     def ListCandidates(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCandidates(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutOutcomes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSearchProgress(self, request, context):
+        """Counts and the last iteration of up to 100 searches in a few indexed queries (schema v4).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -295,6 +329,21 @@ def add_StoreServicer_to_server(servicer, server):
                     servicer.ListCandidates,
                     request_deserializer=facenas_dot_v1_dot_store__pb2.ListCandidatesRequest.FromString,
                     response_serializer=facenas_dot_v1_dot_store__pb2.ListCandidatesResponse.SerializeToString,
+            ),
+            'GetCandidates': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCandidates,
+                    request_deserializer=facenas_dot_v1_dot_store__pb2.GetCandidatesRequest.FromString,
+                    response_serializer=facenas_dot_v1_dot_store__pb2.CandidateList.SerializeToString,
+            ),
+            'PutOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutOutcomes,
+                    request_deserializer=facenas_dot_v1_dot_store__pb2.CandidateOutcomes.FromString,
+                    response_serializer=facenas_dot_v1_dot_store__pb2.CandidateOutcomes.SerializeToString,
+            ),
+            'GetSearchProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSearchProgress,
+                    request_deserializer=facenas_dot_v1_dot_store__pb2.GetSearchProgressRequest.FromString,
+                    response_serializer=facenas_dot_v1_dot_store__pb2.SearchProgressList.SerializeToString,
             ),
             'PutEvaluation': grpc.unary_unary_rpc_method_handler(
                     servicer.PutEvaluation,
@@ -570,6 +619,87 @@ class Store:
             '/facenas.v1.Store/ListCandidates',
             facenas_dot_v1_dot_store__pb2.ListCandidatesRequest.SerializeToString,
             facenas_dot_v1_dot_store__pb2.ListCandidatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCandidates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Store/GetCandidates',
+            facenas_dot_v1_dot_store__pb2.GetCandidatesRequest.SerializeToString,
+            facenas_dot_v1_dot_store__pb2.CandidateList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Store/PutOutcomes',
+            facenas_dot_v1_dot_store__pb2.CandidateOutcomes.SerializeToString,
+            facenas_dot_v1_dot_store__pb2.CandidateOutcomes.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSearchProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Store/GetSearchProgress',
+            facenas_dot_v1_dot_store__pb2.GetSearchProgressRequest.SerializeToString,
+            facenas_dot_v1_dot_store__pb2.SearchProgressList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class StoreStub:
     GetArch: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetArchRequest, _store_pb2.ArchRecord]
     AddCandidate: _grpc.UnaryUnaryMultiCallable[_store_pb2.Candidate, _store_pb2.Candidate]
     ListCandidates: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListCandidatesRequest, _store_pb2.ListCandidatesResponse]
+    GetCandidates: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetCandidatesRequest, _store_pb2.CandidateList]
+    PutOutcomes: _grpc.UnaryUnaryMultiCallable[_store_pb2.CandidateOutcomes, _store_pb2.CandidateOutcomes]
+    GetSearchProgress: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetSearchProgressRequest, _store_pb2.SearchProgressList]
+    """Counts and the last iteration of up to 100 searches in a few indexed queries (schema v4)."""
     PutEvaluation: _grpc.UnaryUnaryMultiCallable[_store_pb2.Evaluation, _store_pb2.Evaluation]
     GetEvaluations: _grpc.UnaryUnaryMultiCallable[_store_pb2.GetEvaluationsRequest, _store_pb2.EvaluationList]
     ListEvaluations: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListEvaluationsRequest, _store_pb2.EvaluationList]
@@ -71,6 +75,10 @@ class StoreAsyncStub(StoreStub):
     GetArch: _aio.UnaryUnaryMultiCallable[_store_pb2.GetArchRequest, _store_pb2.ArchRecord]  # type: ignore[assignment]
     AddCandidate: _aio.UnaryUnaryMultiCallable[_store_pb2.Candidate, _store_pb2.Candidate]  # type: ignore[assignment]
     ListCandidates: _aio.UnaryUnaryMultiCallable[_store_pb2.ListCandidatesRequest, _store_pb2.ListCandidatesResponse]  # type: ignore[assignment]
+    GetCandidates: _aio.UnaryUnaryMultiCallable[_store_pb2.GetCandidatesRequest, _store_pb2.CandidateList]  # type: ignore[assignment]
+    PutOutcomes: _aio.UnaryUnaryMultiCallable[_store_pb2.CandidateOutcomes, _store_pb2.CandidateOutcomes]  # type: ignore[assignment]
+    GetSearchProgress: _aio.UnaryUnaryMultiCallable[_store_pb2.GetSearchProgressRequest, _store_pb2.SearchProgressList]  # type: ignore[assignment]
+    """Counts and the last iteration of up to 100 searches in a few indexed queries (schema v4)."""
     PutEvaluation: _aio.UnaryUnaryMultiCallable[_store_pb2.Evaluation, _store_pb2.Evaluation]  # type: ignore[assignment]
     GetEvaluations: _aio.UnaryUnaryMultiCallable[_store_pb2.GetEvaluationsRequest, _store_pb2.EvaluationList]  # type: ignore[assignment]
     ListEvaluations: _aio.UnaryUnaryMultiCallable[_store_pb2.ListEvaluationsRequest, _store_pb2.EvaluationList]  # type: ignore[assignment]
@@ -144,6 +152,28 @@ class StoreServicer(metaclass=_abc_1.ABCMeta):
         request: _store_pb2.ListCandidatesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_pb2.ListCandidatesResponse, _abc.Awaitable[_store_pb2.ListCandidatesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCandidates(
+        self,
+        request: _store_pb2.GetCandidatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.CandidateList, _abc.Awaitable[_store_pb2.CandidateList]]: ...
+
+    @_abc_1.abstractmethod
+    def PutOutcomes(
+        self,
+        request: _store_pb2.CandidateOutcomes,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.CandidateOutcomes, _abc.Awaitable[_store_pb2.CandidateOutcomes]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSearchProgress(
+        self,
+        request: _store_pb2.GetSearchProgressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.SearchProgressList, _abc.Awaitable[_store_pb2.SearchProgressList]]:
+        """Counts and the last iteration of up to 100 searches in a few indexed queries (schema v4)."""
 
     @_abc_1.abstractmethod
     def PutEvaluation(

@@ -12,7 +12,7 @@ from facenas import limits
 from facenas.errors import ConfigError
 from facenas.limits import Page, fill_page
 from facenas.search.manager import SearchManager
-from facenas.search.protoconv import snapshot_to_proto, summary_to_proto
+from facenas.search.protoconv import pareto_to_proto, snapshot_to_proto, summary_to_proto
 from facenas.store.protoconv import event_to_proto
 from facenas.v1 import common_pb2, searcher_pb2, searcher_pb2_grpc, store_pb2
 
@@ -56,24 +56,7 @@ class SearcherServicer(searcher_pb2_grpc.SearcherServicer):
             yield event_to_proto(event)
 
     def GetPareto(self, request: searcher_pb2.SearchRef, context: Ctx) -> Any:
-        snapshot = self.manager.snapshot(request.search_id)
-        reply = searcher_pb2.ParetoReply(
-            search_id=snapshot.search_id, objective_names=[o.name for o in snapshot.objectives]
-        )
-        if not snapshot.iterations:
-            return reply
-        last = snapshot.iterations[-1]
-        by_id = {c.archid: c for c in snapshot.candidates}
-        reply.iteration = last.iteration
-        reply.hypervolume = last.hypervolume
-        for archid in last.pareto:
-            c = by_id.get(archid)
-            if c is None:  # an iteration record naming an arch that is not a candidate of this search
-                continue
-            reply.points.append(
-                searcher_pb2.ParetoPoint(archid=archid, iteration=c.iteration, objectives=dict(c.values))
-            )
-        return reply
+        return pareto_to_proto(self.manager.pareto(request.search_id))
 
     def GetArchitecture(self, request: searcher_pb2.GetArchitectureRequest, context: Ctx) -> Any:
         c = self.manager.get_candidate(request.search_id, request.archid)
@@ -93,5 +76,19 @@ class SearcherServicer(searcher_pb2_grpc.SearcherServicer):
         self.manager.resume(request.search_id)
         return summary_to_proto(self.manager.summary(request.search_id))
 
-    def ExportSearch(self, request: searcher_pb2.SearchRef, context: Ctx) -> Any:
-        return snapshot_to_proto(self.manager.snapshot(request.search_id))
+    def ExportSearch(self, request: searcher_pb2.ExportSearchRequest, context: Ctx) -> Any:
+        """A page of the export, cut before the reply passes the budget of ``facenas.limits``."""
+        page = self.manager.export_page(
+            request.search_id, request.page_size, request.page_token, request.all_documents
+        )
+        reply = snapshot_to_proto(page.snapshot)
+        used = reply.ByteSize() - sum(c.ByteSize() + 8 for c in reply.candidates)
+        taken = 0
+        for candidate in reply.candidates:
+            used += candidate.ByteSize() + 8
+            if taken and used > limits.REPLY_BUDGET_BYTES:
+                break
+            taken += 1
+        del reply.candidates[taken:]
+        reply.next_page_token = page.token_after(taken)
+        return reply

@@ -22,7 +22,7 @@ import pytest
 
 from facenas.launcher import LocalCluster, ServiceProcess
 from facenas.search.outputs import write_outputs
-from facenas.search.protoconv import snapshot_from_proto
+from facenas.search.protoconv import export_search, snapshot_from_proto
 from facenas.store import open_store
 from facenas.v1 import searcher_pb2, searcher_pb2_grpc, store_pb2
 from tests.faults.proxy import Proxy
@@ -159,7 +159,7 @@ def finish(system: Faulty, search_id: str, iterations: int, out: Path) -> None:
     summary = system.stub().GetSearch(searcher_pb2.SearchRef(search_id=search_id), timeout=60)
     assert summary.search.status == store_pb2.SEARCH_STATUS_COMPLETED, summary
     assert summary.iterations_done == iterations, summary
-    export = system.stub().ExportSearch(searcher_pb2.SearchRef(search_id=search_id), timeout=60)
+    export = export_search(lambda r: system.stub().ExportSearch(r, timeout=60), search_id)
     names = {o.name for o in export.objectives}
     for candidate in export.candidates:
         assert candidate.failed == "", (candidate.archid, candidate.failed)

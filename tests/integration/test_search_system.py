@@ -34,7 +34,9 @@ def _watch_until_done(system: System, search_id: str, timeout: float = 300) -> l
 
 
 def _assert_complete_and_unique(system: System, search_id: str) -> None:
-    export = system.stub().ExportSearch(searcher_pb2.SearchRef(search_id=search_id), timeout=60)
+    from facenas.search.protoconv import export_search
+
+    export = export_search(lambda r: system.stub().ExportSearch(r, timeout=60), search_id)
     names = [o.name for o in export.objectives]
     assert export.candidates
     for candidate in export.candidates:
@@ -49,7 +51,7 @@ def _assert_complete_and_unique(system: System, search_id: str) -> None:
 
 def test_async_search_completes_with_outputs(system: System, tmp_path: Path) -> None:
     from facenas.search.outputs import write_outputs
-    from facenas.search.protoconv import snapshot_from_proto
+    from facenas.search.protoconv import export_search, snapshot_from_proto
 
     stub = system.stub()
     summary = stub.StartSearch(searcher_pb2.StartSearchRequest(config=tiny_search(), name="it"), timeout=60)
@@ -61,7 +63,7 @@ def test_async_search_completes_with_outputs(system: System, tmp_path: Path) -> 
     _assert_complete_and_unique(system, search_id)
     pareto = stub.GetPareto(searcher_pb2.SearchRef(search_id=search_id), timeout=30)
     assert pareto.points and pareto.hypervolume > 0
-    snapshot = snapshot_from_proto(stub.ExportSearch(searcher_pb2.SearchRef(search_id=search_id), timeout=60))
+    snapshot = snapshot_from_proto(export_search(lambda r: stub.ExportSearch(r, timeout=60), search_id))
     written = {p.name for p in write_outputs(snapshot, tmp_path / "out")}
     assert {"search_state_0.csv", "search_state_2.csv", "hypervolume.png"} <= written
 

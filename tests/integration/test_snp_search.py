@@ -11,6 +11,7 @@ import pytest
 from facenas.domain import Evaluation
 from facenas.launcher import LocalCluster, ServiceProcess
 from facenas.search.config import CPU_LATENCY, IOU, QUANTIZED_IOU, SNP_LATENCY
+from facenas.search.protoconv import export_search
 from facenas.store import open_store
 from facenas.v1 import common_pb2, common_pb2_grpc, searcher_pb2
 from tests.integration.conftest import System, tiny_search
@@ -63,7 +64,7 @@ def test_snp_search_with_quantized_iou(snp_system: SnpSystem) -> None:
     final = stub.GetSearch(searcher_pb2.SearchRef(search_id=search_id), timeout=30)
     assert final.iterations_done == 2 and final.candidates == 4 + 3
 
-    export = stub.ExportSearch(searcher_pb2.SearchRef(search_id=search_id), timeout=60)
+    export = export_search(lambda r: stub.ExportSearch(r, timeout=60), search_id)
     assert [o.name for o in export.objectives] == [SNP_LATENCY, CPU_LATENCY, IOU, QUANTIZED_IOU]
     for candidate in export.candidates:
         assert candidate.feasible and candidate.failed == "", candidate.archid

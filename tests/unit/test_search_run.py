@@ -134,7 +134,11 @@ def test_a_search_runs_through_the_evaluator_with_live_progress(store: SqlStore,
     assert {"step", "total", "loss", "eta_s", "replica", "phase"} <= set(training[-1])
     assert {r["replica"] for r in training} <= {"trainer-1", "trainer-2"}
     assert all(e.seq == 0 for e in events if e.kind == "progress")
-    latencies = [c for c in manager.snapshot("s1").candidates if CPU_LATENCY in c.values]
+    snapshot = manager.snapshot("s1")
+    progress = store.search_progress(["s1"])["s1"]  # the run recorded how each candidate settled
+    assert progress.settled == summary.candidates
+    assert progress.complete == sum(c.complete(snapshot.objectives) for c in snapshot.candidates)
+    latencies = [c for c in snapshot.candidates if CPU_LATENCY in c.values]
     assert latencies and all(c.cv == {CPU_LATENCY: 0.02} for c in latencies)  # for the CSVs
     assert all(c.stable == {CPU_LATENCY: True} for c in latencies)
 
