@@ -44,6 +44,7 @@ class SearchRun:
         evaluators: Mapping[str, Evaluator],
         stop: threading.Event,
         outages: Outages | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.search_id = search_id
         self.config = config
@@ -51,7 +52,7 @@ class SearchRun:
         self.stop = stop
         self.space = HgnetSearchSpace(config.space, seed=config.params.seed)
         self.history = SearchHistory(config.objectives)
-        self.events = EventLog(store, search_id)
+        self.events = events or EventLog(store, search_id)
         self.coordinator = EvaluationCoordinator(
             search_id, config, store, evaluators, self.history, self.events, stop, outages
         )

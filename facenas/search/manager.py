@@ -40,7 +40,7 @@ from facenas.search.evaluator import Evaluator
 from facenas.search.history import violation
 from facenas.search.outages import OutagePolicy, Outages
 from facenas.search.patient_store import PatientStore
-from facenas.search.recorder import EventLog
+from facenas.search.recorder import EventLog, QueuedEventLog
 from facenas.search.snapshot import (
     CandidateState,
     IterationState,
@@ -309,12 +309,12 @@ class SearchManager:
         self, search_id: str, config: SearchConfig, stop: threading.Event, resumed: bool, running: _Running
     ) -> tuple[SearchStatus, str] | None:
         """Run the search; the status it ended in (None: interrupted, it stays running to be resumed)."""
-        events = EventLog(self.durable, search_id)
+        events = QueuedEventLog(self.durable, search_id)
         metrics.LAST_PROGRESS.labels(search_id).set(time.time())
         metrics.RUNNING.inc()
         try:
             events("resumed" if resumed else "started", {"algorithm": config.algorithm})
-            run = SearchRun(search_id, config, self.durable, self.evaluators, stop, self.outages)
+            run = SearchRun(search_id, config, self.durable, self.evaluators, stop, self.outages, events)
             running.run = run
             run.run()
         except Cancelled as err:
@@ -332,6 +332,7 @@ class SearchManager:
             log.exception("search crashed", extra={"search_id": search_id})
             return SearchStatus.FAILED, f"{type(err).__name__}: {err}"
         finally:
+            events.close()  # the run's events land before its end status
             metrics.RUNNING.dec()
             with contextlib.suppress(KeyError):
                 metrics.LAST_PROGRESS.remove(search_id)

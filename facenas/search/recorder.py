@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -43,6 +45,72 @@ class EventLog:
             total += sum(1 for e in events if e.kind == kind)
             seq = events[-1].seq
         return total
+
+
+class QueuedEventLog(EventLog):
+    """An :class:`EventLog` whose events a background thread writes, in order, so that a search's
+    evaluations never wait on the store for them. :meth:`close` writes what is queued first (a run's
+    last events land before its end status does, which is when watchers stop). At most ``limit`` events
+    wait (a long store outage): beyond that new ones are dropped, and logged here."""
+
+    def __init__(self, store: Store, search_id: str, limit: int = 100_000) -> None:
+        super().__init__(store, search_id)
+        self.limit = limit
+        self._queue: collections.deque[tuple[str, dict[str, object], str]] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._drain, name=f"events-{search_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def __call__(self, kind: str, payload: Mapping[str, object]) -> None:
+        with self._cond:
+            if not self._closed:
+                if len(self._queue) >= self.limit:
+                    self._dropped += 1
+                    if self._dropped == 1 or self._dropped % 1000 == 0:
+                        log.warning("event queue full: events dropped", extra={"dropped": self._dropped})
+                    return
+                self._queue.append((kind, dict(payload), uuid.uuid4().hex))
+                self._cond.notify_all()
+                return
+        super().__call__(kind, payload)  # closed: written now
+
+    def _drain(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                kind, payload, token = self._queue[0]
+            try:
+                self.store.append_event(self.search_id, kind, payload, token=token)
+            except FacenasError as err:  # Cancelled too (the searcher stopping while the store is out)
+                log.warning("event not recorded", extra={"kind": kind, "error": str(err)})
+            with self._cond:
+                if self._queue:
+                    self._queue.popleft()
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued event is written (or dropped); False on ``timeout``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued (for up to ``timeout``: a store that stays out loses the rest, logged
+        here), then write later events at once, as the plain EventLog does."""
+        written = self.flush(timeout)
+        with self._cond:
+            if not written:
+                log.warning(
+                    "events not recorded: the store did not take them", extra={"events": len(self._queue)}
+                )
+                self._queue.clear()
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
 
 
 class IterationRecorder:

@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -544,6 +546,7 @@ class SqlStore(Store):
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         self._url = engine.url.render_as_string(hide_password=True)
+        self._write_turn = threading.Lock()
         self._init_schema()
         log.info("opened store %s (schema v%d)", self._url, SCHEMA_VERSION)
 
@@ -571,7 +574,16 @@ class SqlStore(Store):
     # --- plumbing ---
     @contextmanager
     def _tx(self, write: bool = False) -> Iterator[Connection]:
-        """One transaction; database errors become StoreUnavailable / InvalidInput."""
+        """One transaction; database errors become StoreUnavailable / InvalidInput. SQLite write
+        transactions of this process take turns on a lock first: SQLite lets one writer in at a time, and
+        a connection that finds the file locked sleeps in growing steps (up to 100 ms each) before it
+        tries again, so threads racing for it would queue on sleeps rather than on each other."""
+        turn = self._write_turn if write and not self._postgres else contextlib.nullcontext()
+        with turn, self._transaction(write) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Connection]:
         try:
             with self._engine.connect() as conn:
                 if write:

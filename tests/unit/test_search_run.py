@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy import text as sql_text
 
-from facenas.domain import EvalKey, Event, JobState, SearchStatus
+from facenas.domain import Candidate, EvalKey, Event, JobState, SearchStatus
 from facenas.errors import Cancelled
 from facenas.jobs import JobManager
 from facenas.rpc.evaluator import EvaluatorServicer
@@ -262,15 +262,15 @@ def test_a_run_stopped_by_neither_a_user_nor_a_shutdown_fails_with_the_cause(
 ) -> None:
     """A Cancelled from a dependency (the store's gRPC CANCELLED) ends the run; the search must not stay
     "running" with no run behind it in a searcher that keeps running, nor claim a shutdown."""
-    append, raised = store.append_event, threading.Event()
+    add, raised = store.add_candidate, threading.Event()
 
-    def cancelled_once(search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:
-        if kind == "candidate" and not raised.is_set():
+    def cancelled_once(candidate: Candidate) -> Candidate:
+        if not raised.is_set():
             raised.set()
             raise Cancelled("the store cancelled the call")
-        return append(search_id, kind, payload, token=token)
+        return add(candidate)
 
-    monkeypatch.setattr(store, "append_event", cancelled_once)
+    monkeypatch.setattr(store, "add_candidate", cancelled_once)
     manager = searcher(store, workers.evaluators())
     manager.start(config_text(), search_id="c2")
     workers.trainer.released.set()
