@@ -15,11 +15,16 @@ split evenly between the searches. Prints, measured in this one run:
   in it; they show in evaluations/s against the ideal ``replicas / delay``;
 * **RSS** (``VmRSS``) of the searcher and store processes after warm-up (once 10% of the evaluations
   are done) and at the end (after the reads below);
-* **reads at the end**: GetSearch and GetPareto of every search and ListSearches, each repeated
-  ``--read-repeats`` times (p50 and max; ``read_ms_max`` is the largest of them all), and the time to
-  replay each search's WatchSearch from its first event; a read that fails is reported in
-  ``read_errors``, not raised (ExportSearch is not called: past ~1000 candidates it exceeds the gRPC
-  message limit);
+* **reads at the end**: GetSearch, GetPareto and GetArchitecture (its newest candidate) of every
+  search and ListSearches, each repeated ``--read-repeats`` times (p50 and max; ``read_ms_max`` is the
+  largest of them all, ExportSearch pages included), every page of each search's ExportSearch (``export_ms_max``: the slowest whole
+  export; ``export_page_ms_max``: the slowest page), and the time to replay each search's WatchSearch
+  from its first event; a read that fails is reported in ``read_errors``, not raised;
+* **fairness**: each search's finish time from the first StartSearch (``finish_s``) and the ratio of
+  the last to the first (``finish_spread``; 1.0 when they end together, large when one starved);
+* **against the ideal**: with a fixed ``--delay`` D, the replicas' slots (K trainers + K latency_cpu)
+  kept busy end the evaluations in ``ideal_s`` = N x D / 2K; ``over_ideal_pct`` is the wall time past
+  it (Ray Tune's 10,000 one-second trials on 16 CPUs: 715 s against 625 s, 14 %);
 * **the store's size on disk**: the SQLite file with its WAL, or the store's PostgreSQL schema
   (``pg_total_relation_size`` of its tables: data, indexes and TOAST).
 
@@ -243,12 +248,20 @@ class ScaleResult:
     watch_replay_events: int
     store_bytes: int
     read_errors: list[str] = field(default_factory=list)
+    export_ms_max: float = math.nan
+    export_page_ms_max: float = math.nan
+    export_pages: int = 0
+    finish_s: list[float] = field(default_factory=list)
+    finish_spread: float = math.nan
+    ideal_s: float = math.nan
+    over_ideal_pct: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["store_mb"] = self.store_bytes / 1e6
         for name, timing in self.reads.items():
             out[f"{name}_ms_p50"], out[f"{name}_ms_max"] = timing.p50_ms, timing.max_ms
+        out["finish_s"] = [_json_number(v) for v in self.finish_s]
         return {k: _json_number(v) if isinstance(v, float) else v for k, v in out.items()}
 
 
@@ -270,6 +283,7 @@ class _Tracker:
         self.warm: dict[str, float] = {}
         self.peak = {name: 0.0 for name in self.pids}
         self.ended = 0.0
+        self.finished: dict[str, float] = {}  # search id -> monotonic time of its end event
 
     def sample(self) -> dict[str, float]:
         rss = {name: rss_mb(pid) for name, pid in self.pids.items()}
@@ -301,6 +315,9 @@ def _watch(stub: searcher_pb2_grpc.SearcherStub, search_id: str, tracker: _Track
                 continue
             tracker.on_event(event.kind, json.loads(event.payload_json or "{}"))
             last = event.kind
+            if last in TERMINAL:
+                with tracker.lock:
+                    tracker.finished[search_id] = time.monotonic()
     except grpc.RpcError as err:
         return f"watch error: {err.code().name}: {err.details()}"
     with tracker.lock:
@@ -325,24 +342,60 @@ def _timed(
     timings.setdefault(name, []).append(1e3 * (time.perf_counter() - began))
 
 
-def _reads(
-    stub: searcher_pb2_grpc.SearcherStub, search_ids: list[str], repeats: int
-) -> tuple[dict[str, ReadTiming], float, int, list[str]]:
-    """GetSearch, GetPareto and ListSearches latencies, and the slowest WatchSearch replay (ms, events)."""
+@dataclass
+class _Reads:
+    timings: dict[str, ReadTiming]
+    replay_ms: float
+    replay_events: int
+    export_ms: float
+    export_page_ms: float
+    export_pages: int
+    errors: list[str]
+
+
+def _reads(stub: searcher_pb2_grpc.SearcherStub, search_ids: list[str], repeats: int) -> _Reads:
+    """Latencies of the searcher's reads at the end (see the module docstring)."""
     timings: dict[str, list[float]] = {}
     errors: list[str] = []
+    newest: dict[str, str] = {}
+    for search_id in search_ids:
+        try:
+            newest[search_id] = _newest_candidate(stub, search_id)
+        except grpc.RpcError as err:
+            errors.append(f"export: {err.code().name}: {(err.details() or '')[:200]}")
     for _ in range(repeats):
         for search_id in search_ids:
             ref = searcher_pb2.SearchRef(search_id=search_id)
             _timed("get_search", stub.GetSearch, ref, timings, errors)
             _timed("get_pareto", stub.GetPareto, ref, timings, errors)
+            if search_id in newest:
+                one = searcher_pb2.GetArchitectureRequest(search_id=search_id, archid=newest[search_id])
+                _timed("get_architecture", stub.GetArchitecture, one, timings, errors)
         _timed("list_searches", stub.ListSearches, store_pb2.ListSearchesRequest(), timings, errors)
-    replay_ms, replay_events = 0.0, 0
+    export_ms = page_ms = 0.0
+    pages = 0
     for search_id in search_ids:
-        request = searcher_pb2.WatchSearchRequest(search_id=search_id, after_seq=0)
+        request = searcher_pb2.ExportSearchRequest(search_id=search_id)
         began = time.perf_counter()
         try:
-            events = sum(1 for _ in stub.WatchSearch(request, timeout=READ_TIMEOUT_S))
+            while True:
+                page_began = time.perf_counter()
+                page = stub.ExportSearch(request, timeout=READ_TIMEOUT_S)
+                page_ms = max(page_ms, 1e3 * (time.perf_counter() - page_began))
+                pages += 1
+                if not page.next_page_token:
+                    break
+                request.page_token = page.next_page_token
+        except grpc.RpcError as err:
+            errors.append(f"export: {err.code().name}: {(err.details() or '')[:200]}")
+            continue
+        export_ms = max(export_ms, 1e3 * (time.perf_counter() - began))
+    replay_ms, replay_events = 0.0, 0
+    for search_id in search_ids:
+        watch = searcher_pb2.WatchSearchRequest(search_id=search_id, after_seq=0)
+        began = time.perf_counter()
+        try:
+            events = sum(1 for _ in stub.WatchSearch(watch, timeout=READ_TIMEOUT_S))
         except grpc.RpcError as err:
             errors.append(f"watch_replay: {err.code().name}: {(err.details() or '')[:200]}")
             continue
@@ -351,7 +404,20 @@ def _reads(
     reads = {
         name: ReadTiming(len(values), percentile(values, 50), max(values)) for name, values in timings.items()
     }
-    return reads, replay_ms, replay_events, errors
+    return _Reads(reads, replay_ms, replay_events, export_ms, page_ms, pages, errors)
+
+
+def _newest_candidate(stub: searcher_pb2_grpc.SearcherStub, search_id: str) -> str:
+    """The archid of the search's last candidate (from the last page of its export)."""
+    request = searcher_pb2.ExportSearchRequest(search_id=search_id, page_size=1000)
+    last = ""
+    while True:
+        page = stub.ExportSearch(request, timeout=READ_TIMEOUT_S)
+        if page.candidates:
+            last = page.candidates[-1].archid
+        if not page.next_page_token:
+            return last
+        request.page_token = page.next_page_token
 
 
 @contextmanager
@@ -421,7 +487,9 @@ def run_scale(settings: ScaleSettings) -> ScaleResult:
                 thread.join()
             wall_s = (tracker.ended or time.monotonic()) - started
             warm = tracker.warm or tracker.sample()
-            reads, replay_ms, replay_events, errors = _reads(stub, search_ids, settings.read_repeats)
+            read = _reads(stub, search_ids, settings.read_repeats)
+            reads, errors = read.timings, read.errors
+            finish_s = [tracker.finished.get(s, math.nan) - started for s in search_ids]
             end = tracker.sample()
             try:
                 size = store_size_bytes(store_url)
@@ -429,6 +497,8 @@ def run_scale(settings: ScaleSettings) -> ScaleResult:
                 errors.append(f"store size: {str(err)[:200]}")
                 size = -1
     done = tracker.counts["evaluation"]
+    delay = parse_delay(settings.delay)
+    ideal = done * delay.a / (2 * settings.replicas) if delay.kind == "fixed" else math.nan
     return ScaleResult(
         evaluations_requested=settings.evaluations,
         evaluations=done,
@@ -454,11 +524,18 @@ def run_scale(settings: ScaleSettings) -> ScaleResult:
         store_rss_mb_end=end["store"],
         store_rss_mb_peak=tracker.peak["store"],
         reads=reads,
-        read_ms_max=max((t.max_ms for t in reads.values()), default=math.nan),
-        watch_replay_ms_max=replay_ms,
-        watch_replay_events=replay_events,
+        read_ms_max=max([*(t.max_ms for t in reads.values()), read.export_page_ms], default=math.nan),
+        watch_replay_ms_max=read.replay_ms,
+        watch_replay_events=read.replay_events,
         store_bytes=size,
         read_errors=errors,
+        export_ms_max=read.export_ms,
+        export_page_ms_max=read.export_page_ms,
+        export_pages=read.export_pages,
+        finish_s=finish_s,
+        finish_spread=max(finish_s) / min(finish_s) if finish_s and min(finish_s) > 0 else math.nan,
+        ideal_s=ideal,
+        over_ideal_pct=100.0 * (wall_s / ideal - 1.0) if ideal > 0 else math.nan,
     )
 
 
@@ -479,8 +556,12 @@ def report(r: ScaleResult) -> str:
         f"the end (peak {r.searcher_rss_mb_peak:.0f}); store RSS {r.store_rss_mb_warm:.0f} MB, "
         f"{r.store_rss_mb_end:.0f} MB (peak {r.store_rss_mb_peak:.0f})",
         f"  reads at the end: {reads}",
+        f"  ExportSearch: {r.export_pages} page(s), slowest search {r.export_ms_max:.0f} ms, slowest page "
+        f"{r.export_page_ms_max:.0f} ms",
         f"  WatchSearch replay: {r.watch_replay_events} events, "
         f"slowest search {r.watch_replay_ms_max:.0f} ms",
+        f"  searches finished at {', '.join(f'{t:.0f}' for t in r.finish_s)} s (last/first "
+        f"{r.finish_spread:.2f}); ideal {r.ideal_s:.0f} s, {r.over_ideal_pct:+.1f} % over it",
         f"  store on disk: {r.store_bytes / 1e6:.1f} MB",
     ]
     if r.read_errors:

@@ -204,6 +204,15 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class NewEvent:
+    """An event to append; a ``token`` makes the append idempotent (a repeat logs nothing new)."""
+
+    kind: str
+    payload: Mapping[str, Any]
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of a search's event log; ``seq`` increases by one per search, from 1."""
 

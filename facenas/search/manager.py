@@ -40,7 +40,7 @@ from facenas.search.evaluator import Evaluator
 from facenas.search.history import violation
 from facenas.search.outages import OutagePolicy, Outages
 from facenas.search.patient_store import PatientStore
-from facenas.search.recorder import EventLog, QueuedEventLog
+from facenas.search.recorder import EventLog, EventSignal, QueuedEventLog
 from facenas.search.snapshot import (
     CandidateState,
     IterationState,
@@ -66,6 +66,9 @@ _SEARCH_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 #: the candidates an ambiguous archid prefix's error names
 MAX_AMBIGUOUS_SHOWN = 10
 
+#: events a watch reads from the store at once, and how often it looks for events logged elsewhere
+WATCH_PAGE = 500
+WATCH_POLL_S = 0.25
 #: parsed configs a searcher keeps (one per search it was asked about)
 _CONFIG_CACHE = 1024
 
@@ -167,6 +170,7 @@ class SearchManager:
         self._lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
         self._configs: dict[str, tuple[str, SearchConfig]] = {}  # search_id -> (config text, parsed)
+        self._signal = EventSignal()  # wakes watchers when this searcher logs events
 
     # --- commands ----------------------------------------------------------------------------------
 
@@ -309,7 +313,7 @@ class SearchManager:
         self, search_id: str, config: SearchConfig, stop: threading.Event, resumed: bool, running: _Running
     ) -> tuple[SearchStatus, str] | None:
         """Run the search; the status it ended in (None: interrupted, it stays running to be resumed)."""
-        events = QueuedEventLog(self.durable, search_id)
+        events = QueuedEventLog(self.durable, search_id, self._signal)
         metrics.LAST_PROGRESS.labels(search_id).set(time.time())
         metrics.RUNNING.inc()
         try:
@@ -355,7 +359,7 @@ class SearchManager:
         if status == SearchStatus.CANCELLED:
             payload.update(running.cancelled or {})
         with contextlib.suppress(Cancelled):  # the searcher is stopping: the status has landed
-            EventLog(self.durable, search_id)(_END_EVENT[status], payload)
+            EventLog(self.durable, search_id, self._signal)(_END_EVENT[status], payload)
         running.settled = True
 
     def _supervise(self) -> None:
@@ -379,7 +383,7 @@ class SearchManager:
 
     def _event(self, search_id: str, kind: str, payload: dict[str, object]) -> None:
         """Log an event now, through the plain store (the searcher's commands do not wait out outages)."""
-        EventLog(self.store, search_id)(kind, payload)
+        EventLog(self.store, search_id, self._signal)(kind, payload)
 
     # --- queries -----------------------------------------------------------------------------------
     # Each is a few indexed store queries whatever the search's size: counts come from the store's
@@ -540,20 +544,25 @@ class SearchManager:
         last_live: LiveProgress | None = None
         last_sent = 0.0
         while alive is None or not alive.is_set():
-            events = self.store.list_events(search_id, seq, 500)
+            version = self._signal.version(search_id)
+            events = self.store.list_events(search_id, seq, WATCH_PAGE)
             yield from events
             if events:
                 seq = events[-1].seq
+            if len(events) == WATCH_PAGE:  # a backlog (a replay): the next page at once
                 continue
-            finished = self.store.get_search(search_id).status.finished and not self._is_running(search_id)
-            if finished and not self.store.list_events(search_id, seq, 1):
-                return
+            if not events:
+                finished = self.store.get_search(search_id).status.finished and not self._is_running(
+                    search_id
+                )
+                if finished and not self.store.list_events(search_id, seq, 1):
+                    return
             live = self.live(search_id)
             wait = self.progress_interval_s if live != last_live else self.heartbeat_s
             if time.monotonic() - last_sent >= wait:
                 yield Event(search_id, 0, "progress", {"running": live})
                 last_live, last_sent = live, time.monotonic()
-            threading.Event().wait(0.25)
+            self._signal.wait(search_id, version, WATCH_POLL_S)  # new events of this searcher wake it
 
     def live(self, search_id: str) -> LiveProgress:
         """Progress of the search's evaluations in flight in this searcher (empty when none)."""

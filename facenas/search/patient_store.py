@@ -22,6 +22,7 @@ from facenas.domain import (
     Event,
     Failure,
     IterationRecord,
+    NewEvent,
     Outcome,
     SearchProgress,
     SearchRecord,
@@ -152,6 +153,9 @@ class PatientStore(Store):
 
     def append_event(self, search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:
         return self._patient(lambda: self.inner.append_event(search_id, kind, payload, token))
+
+    def append_events(self, search_id: str, events: Sequence[NewEvent]) -> list[Event]:
+        return self._patient(lambda: self.inner.append_events(search_id, events))
 
     def list_events(self, search_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         return self._patient(lambda: self.inner.list_events(search_id, after_seq, limit))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -10,8 +11,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from facenas.domain import IterationRecord
+from facenas.domain import IterationRecord, NewEvent
 from facenas.errors import Cancelled, FacenasError
+from facenas.limits import MAX_REQUEST_KEYS
 from facenas.search import metrics
 from facenas.search.history import SearchHistory
 from facenas.search.pareto import hypervolume, pareto_front, reference_point
@@ -21,14 +23,38 @@ from facenas.store.base import Store
 log = logging.getLogger(__name__)
 
 
+class EventSignal:
+    """Wakes the watchers of a search when this process has logged events of it (watchers still poll the
+    store, for events logged elsewhere, but need not spin while a search logs many)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._logged: dict[str, int] = {}
+
+    def notify(self, search_id: str) -> None:
+        with self._cond:
+            self._logged[search_id] = self._logged.get(search_id, 0) + 1
+            self._cond.notify_all()
+
+    def version(self, search_id: str) -> int:
+        with self._cond:
+            return self._logged.get(search_id, 0)
+
+    def wait(self, search_id: str, version: int, timeout: float) -> bool:
+        """Until events of ``search_id`` were logged after ``version`` was read, or ``timeout``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._logged.get(search_id, 0) != version, timeout)
+
+
 class EventLog:
     """Appends to a search's event log, for watching only: nothing is rebuilt from it (the search's state
     is in store records). Each event carries a fresh token, so the store's retries log it once; an event
     that cannot be written is logged here and dropped (a stopping searcher's Cancelled propagates)."""
 
-    def __init__(self, store: Store, search_id: str) -> None:
+    def __init__(self, store: Store, search_id: str, signal: EventSignal | None = None) -> None:
         self.store = store
         self.search_id = search_id
+        self.signal = signal
 
     def __call__(self, kind: str, payload: Mapping[str, object]) -> None:
         try:
@@ -37,6 +63,9 @@ class EventLog:
             raise
         except FacenasError as err:
             log.warning("event not recorded", extra={"kind": kind, "error": str(err)})
+            return
+        if self.signal is not None:
+            self.signal.notify(self.search_id)
 
     def count(self, kind: str) -> int:
         """How many events of ``kind`` the log holds (reads the whole log)."""
@@ -49,13 +78,23 @@ class EventLog:
 
 class QueuedEventLog(EventLog):
     """An :class:`EventLog` whose events a background thread writes, in order, so that a search's
-    evaluations never wait on the store for them. :meth:`close` writes what is queued first (a run's
-    last events land before its end status does, which is when watchers stop). At most ``limit`` events
-    wait (a long store outage): beyond that new ones are dropped, and logged here."""
+    evaluations never wait on the store for them: at most one store call every ``interval_s``, with every
+    event queued meanwhile (at most ``MAX_REQUEST_KEYS`` a call). :meth:`close` writes what is queued
+    first (a run's last events land before its end status does, which is when watchers stop). At most
+    ``limit`` events wait (a long store outage): beyond that new ones are dropped, and logged here."""
 
-    def __init__(self, store: Store, search_id: str, limit: int = 100_000) -> None:
-        super().__init__(store, search_id)
+    def __init__(
+        self,
+        store: Store,
+        search_id: str,
+        signal: EventSignal | None = None,
+        limit: int = 100_000,
+        interval_s: float = 0.1,
+    ) -> None:
+        super().__init__(store, search_id, signal)
         self.limit = limit
+        self.interval_s = interval_s  # between store calls: events gather into batches meanwhile
+        self._flushing = 0
         self._queue: collections.deque[tuple[str, dict[str, object], str]] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -77,26 +116,36 @@ class QueuedEventLog(EventLog):
         super().__call__(kind, payload)  # closed: written now
 
     def _drain(self) -> None:
+        """Write what is queued, up to ``MAX_REQUEST_KEYS`` events per store call (one transaction)."""
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if not self._queue:
                     return
-                kind, payload, token = self._queue[0]
+                batch = list(itertools.islice(self._queue, MAX_REQUEST_KEYS))
             try:
-                self.store.append_event(self.search_id, kind, payload, token=token)
+                self.store.append_events(self.search_id, [NewEvent(k, p, t) for k, p, t in batch])
             except FacenasError as err:  # Cancelled too (the searcher stopping while the store is out)
-                log.warning("event not recorded", extra={"kind": kind, "error": str(err)})
+                log.warning("events not recorded", extra={"events": len(batch), "error": str(err)})
+            else:
+                if self.signal is not None:
+                    self.signal.notify(self.search_id)
             with self._cond:
-                if self._queue:
+                for _ in range(min(len(batch), len(self._queue))):
                     self._queue.popleft()
                 self._cond.notify_all()
+                self._cond.wait_for(lambda: self._closed or self._flushing > 0, self.interval_s)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued event is written (or dropped); False on ``timeout``."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue, timeout)
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: not self._queue, timeout)
+            finally:
+                self._flushing -= 1
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued (for up to ``timeout``: a store that stays out loses the rest, logged

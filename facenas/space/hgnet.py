@@ -6,6 +6,7 @@ Sampling, mutation and crossover consume the seeded ``random.Random`` exactly as
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -35,7 +36,11 @@ class Arch:
     document: Mapping[str, Any]
 
     def to_json(self) -> str:
-        """The document in Archai's file format."""
+        """The document in Archai's file format (made once: the document does not change)."""
+        return self._json
+
+    @functools.cached_property
+    def _json(self) -> str:
         return dump_arch_json(self.document)
 
 

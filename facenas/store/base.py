@@ -33,12 +33,13 @@ from facenas.domain import (
     Event,
     Failure,
     IterationRecord,
+    NewEvent,
     Outcome,
     SearchProgress,
     SearchRecord,
     SearchStatus,
 )
-from facenas.errors import Conflict, NotFound, Unavailable
+from facenas.errors import Conflict, InvalidInput, NotFound, Unavailable
 from facenas.limits import MAX_REQUEST_KEYS, Page, all_pages
 
 __all__ = ["NotFound", "Store", "StoreConflict", "StoreUnavailable"]
@@ -182,6 +183,13 @@ class Store(abc.ABC):
     def append_event(self, search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:
         """Append to a search's log; ``seq`` is assigned by the store (1, 2, ...). With a ``token`` the
         append is idempotent: a repeat returns the event first logged under it."""
+
+    def append_events(self, search_id: str, events: Sequence[NewEvent]) -> list[Event]:
+        """Append up to ``MAX_REQUEST_KEYS`` events in order, as :meth:`append_event` does each (an
+        implementation may write them in one transaction: all or none)."""
+        if len(events) > MAX_REQUEST_KEYS:
+            raise InvalidInput(f"events: {len(events)} is more than {MAX_REQUEST_KEYS} per request")
+        return [self.append_event(search_id, e.kind, dict(e.payload), e.token) for e in events]
 
     @abc.abstractmethod
     def list_events(self, search_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]: ...

@@ -24,6 +24,7 @@ from facenas.domain import (
     Event,
     Failure,
     IterationRecord,
+    NewEvent,
     Outcome,
     SearchProgress,
     SearchRecord,
@@ -38,6 +39,9 @@ from facenas.store.base import Store, StoreConflict, StoreUnavailable
 from facenas.v1 import store_pb2, store_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+#: payload bytes per AppendEvents request (well under the message limit)
+APPEND_BATCH_BYTES = 1 << 20
 
 
 class GrpcStore(Store):
@@ -230,6 +234,39 @@ class GrpcStore(Store):
         )
         # only a tokened append is idempotent: an untokened one is tried once (a retry could log twice)
         return pc.event_from_proto(self._call("AppendEvent", req, attempts=None if token else 1))
+
+    def append_events(self, search_id: str, events: Sequence[NewEvent]) -> list[Event]:
+        """In requests of at most ``MAX_REQUEST_KEYS`` events and ``APPEND_BATCH_BYTES`` of payload, each
+        all or none; retried only when every event carries a token."""
+        if len(events) > limits.MAX_REQUEST_KEYS:
+            raise InvalidInput(f"events: {len(events)} is more than {limits.MAX_REQUEST_KEYS} per request")
+        logged: list[Event] = []
+        batch: list[store_pb2.AppendEventRequest] = []
+        size = 0
+
+        def send() -> None:
+            req = store_pb2.AppendEventsRequest(search_id=search_id, events=batch)
+            retry = all(e.token for e in batch)
+            reply = self._call("AppendEvents", req, attempts=None if retry else 1)
+            logged.extend(pc.event_from_proto(e) for e in reply.events)
+
+        bodies = [limits.check_event(search_id, e.kind, e.payload) for e in events]  # all, before any is sent
+        for new, body in zip(events, bodies, strict=True):
+            if batch and size + len(body) > APPEND_BATCH_BYTES:
+                send()
+                batch, size = [], 0
+            batch.append(
+                store_pb2.AppendEventRequest(
+                    search_id=search_id,
+                    kind=new.kind,
+                    payload_json=json.dumps(dict(new.payload), default=str),
+                    token=new.token,
+                )
+            )
+            size += len(body)
+        if batch:
+            send()
+        return logged
 
     def list_events(self, search_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         """Up to ``limit`` events after ``after_seq``, over as many pages as that takes."""

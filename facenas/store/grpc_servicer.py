@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from facenas import limits
+from facenas.domain import NewEvent
 from facenas.errors import InvalidInput
 from facenas.limits import Page, fill_page
 from facenas.store import protoconv as pc
@@ -114,6 +115,13 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         payload = pc.loads_json(request.payload_json, "payload_json")
         event = self.store.append_event(request.search_id, request.kind, payload, request.token)
         return pc.event_to_proto(event)
+
+    def AppendEvents(self, request: store_pb2.AppendEventsRequest, context: Ctx) -> Any:
+        drafts = [
+            NewEvent(e.kind, pc.loads_json(e.payload_json, "payload_json"), e.token) for e in request.events
+        ]
+        logged = self.store.append_events(request.search_id, drafts)
+        return store_pb2.EventList(events=[pc.event_to_proto(e) for e in logged])
 
     def PutTargets(self, request: store_pb2.SearchTargets, context: Ctx) -> Any:
         stored = self.store.put_targets(request.search_id, dict(request.targets))

@@ -64,6 +64,7 @@ from facenas.domain import (
     Event,
     Failure,
     IterationRecord,
+    NewEvent,
     Outcome,
     SearchProgress,
     SearchRecord,
@@ -951,34 +952,48 @@ class SqlStore(Store):
 
     # --- events ---
     def append_event(self, search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:
-        limits.check_event(search_id, kind, payload)
-        body = _json(payload, "event payload")
+        return self.append_events(search_id, [NewEvent(kind, payload, token)])[0]
+
+    def append_events(self, search_id: str, events_: Sequence[NewEvent]) -> list[Event]:
+        """In one transaction: all or none."""
+        if len(events_) > limits.MAX_REQUEST_KEYS:
+            raise InvalidInput(f"events: {len(events_)} is more than {limits.MAX_REQUEST_KEYS} per request")
+        for e in events_:
+            limits.check_event(search_id, e.kind, e.payload)
+            limits.check_text(e.token, "token", limits.MAX_ID_BYTES)
+        bodies = [_json(dict(e.payload), "event payload") for e in events_]
+        if not events_:
+            return []
+        with self._tx(write=True) as conn:
+            if any(e.token for e in events_) and self._postgres:
+                # serialise appenders of this search before looking tokens up
+                lock = select(searches.c.id).where(searches.c.search_id == search_id).with_for_update()
+                conn.execute(lock)
+            return [self._append(conn, search_id, e, body) for e, body in zip(events_, bodies, strict=True)]
+
+    def _append(self, conn: Connection, search_id: str, new: NewEvent, body: str) -> Event:
+        if new.token:
+            logged = self._event_by_token(conn, search_id, new.token)
+            if logged is not None:
+                return logged
         bump = (
             update(searches)
             .where(searches.c.search_id == search_id)
             .values(last_seq=searches.c.last_seq + 1)
             .returning(searches.c.last_seq)
         )
-        with self._tx(write=True) as conn:
-            if token:
-                if self._postgres:  # serialise appenders of this search before looking the token up
-                    lock = select(searches.c.id).where(searches.c.search_id == search_id).with_for_update()
-                    conn.execute(lock)
-                logged = self._event_by_token(conn, search_id, token)
-                if logged is not None:
-                    return logged
-            seq = conn.execute(bump).scalar_one_or_none()
-            if seq is None:
-                raise NotFound(f"search {search_id!r} not found")
-            created = time.time()
-            conn.execute(
-                insert(events).values(
-                    search_id=search_id, seq=seq, kind=kind, payload=body, created_at=created
-                )
+        seq = conn.execute(bump).scalar_one_or_none()
+        if seq is None:
+            raise NotFound(f"search {search_id!r} not found")
+        created = time.time()
+        conn.execute(
+            insert(events).values(
+                search_id=search_id, seq=seq, kind=new.kind, payload=body, created_at=created
             )
-            if token:
-                conn.execute(insert(event_tokens).values(search_id=search_id, token=token, seq=seq))
-        return Event(search_id, seq, kind, _loads(body), created)
+        )
+        if new.token:
+            conn.execute(insert(event_tokens).values(search_id=search_id, token=new.token, seq=seq))
+        return Event(search_id, seq, new.kind, _loads(body), created)
 
     @staticmethod
     def _event_by_token(conn: Connection, search_id: str, token: str) -> Event | None:

@@ -121,6 +121,11 @@ class StoreStub:
                 request_serializer=facenas_dot_v1_dot_store__pb2.AppendEventRequest.SerializeToString,
                 response_deserializer=facenas_dot_v1_dot_store__pb2.Event.FromString,
                 _registered_method=True)
+        self.AppendEvents = channel.unary_unary(
+                '/facenas.v1.Store/AppendEvents',
+                request_serializer=facenas_dot_v1_dot_store__pb2.AppendEventsRequest.SerializeToString,
+                response_deserializer=facenas_dot_v1_dot_store__pb2.EventList.FromString,
+                _registered_method=True)
         self.ListEvents = channel.unary_unary(
                 '/facenas.v1.Store/ListEvents',
                 request_serializer=facenas_dot_v1_dot_store__pb2.ListEventsRequest.SerializeToString,
@@ -256,6 +261,12 @@ class StoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListEvents(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -374,6 +385,11 @@ def add_StoreServicer_to_server(servicer, server):
                     servicer.AppendEvent,
                     request_deserializer=facenas_dot_v1_dot_store__pb2.AppendEventRequest.FromString,
                     response_serializer=facenas_dot_v1_dot_store__pb2.Event.SerializeToString,
+            ),
+            'AppendEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendEvents,
+                    request_deserializer=facenas_dot_v1_dot_store__pb2.AppendEventsRequest.FromString,
+                    response_serializer=facenas_dot_v1_dot_store__pb2.EventList.SerializeToString,
             ),
             'ListEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEvents,
@@ -862,6 +878,33 @@ class Store:
             '/facenas.v1.Store/AppendEvent',
             facenas_dot_v1_dot_store__pb2.AppendEventRequest.SerializeToString,
             facenas_dot_v1_dot_store__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facenas.v1.Store/AppendEvents',
+            facenas_dot_v1_dot_store__pb2.AppendEventsRequest.SerializeToString,
+            facenas_dot_v1_dot_store__pb2.EventList.FromString,
             options,
             channel_credentials,
             insecure,

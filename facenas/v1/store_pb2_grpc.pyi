@@ -53,6 +53,7 @@ class StoreStub:
     PutIteration: _grpc.UnaryUnaryMultiCallable[_store_pb2.IterationRecord, _store_pb2.IterationRecord]
     ListIterations: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListIterationsRequest, _store_pb2.ListIterationsResponse]
     AppendEvent: _grpc.UnaryUnaryMultiCallable[_store_pb2.AppendEventRequest, _store_pb2.Event]
+    AppendEvents: _grpc.UnaryUnaryMultiCallable[_store_pb2.AppendEventsRequest, _store_pb2.EventList]
     ListEvents: _grpc.UnaryUnaryMultiCallable[_store_pb2.ListEventsRequest, _store_pb2.ListEventsResponse]
     PutTargets: _grpc.UnaryUnaryMultiCallable[_store_pb2.SearchTargets, _store_pb2.SearchTargets]
     """Search state (schema v2): targets conflict when re-written with another value; failures: first wins."""
@@ -85,6 +86,7 @@ class StoreAsyncStub(StoreStub):
     PutIteration: _aio.UnaryUnaryMultiCallable[_store_pb2.IterationRecord, _store_pb2.IterationRecord]  # type: ignore[assignment]
     ListIterations: _aio.UnaryUnaryMultiCallable[_store_pb2.ListIterationsRequest, _store_pb2.ListIterationsResponse]  # type: ignore[assignment]
     AppendEvent: _aio.UnaryUnaryMultiCallable[_store_pb2.AppendEventRequest, _store_pb2.Event]  # type: ignore[assignment]
+    AppendEvents: _aio.UnaryUnaryMultiCallable[_store_pb2.AppendEventsRequest, _store_pb2.EventList]  # type: ignore[assignment]
     ListEvents: _aio.UnaryUnaryMultiCallable[_store_pb2.ListEventsRequest, _store_pb2.ListEventsResponse]  # type: ignore[assignment]
     PutTargets: _aio.UnaryUnaryMultiCallable[_store_pb2.SearchTargets, _store_pb2.SearchTargets]  # type: ignore[assignment]
     """Search state (schema v2): targets conflict when re-written with another value; failures: first wins."""
@@ -216,6 +218,13 @@ class StoreServicer(metaclass=_abc_1.ABCMeta):
         request: _store_pb2.AppendEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_store_pb2.Event, _abc.Awaitable[_store_pb2.Event]]: ...
+
+    @_abc_1.abstractmethod
+    def AppendEvents(
+        self,
+        request: _store_pb2.AppendEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_store_pb2.EventList, _abc.Awaitable[_store_pb2.EventList]]: ...
 
     @_abc_1.abstractmethod
     def ListEvents(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from facenas.domain import Candidate, Failure, IterationRecord, Outcome, SearchProgress
+from facenas.domain import Candidate, Failure, IterationRecord, NewEvent, Outcome, SearchProgress
 from facenas.errors import InvalidInput, NotFound
 from facenas.limits import MAX_REQUEST_KEYS
 from facenas.store import SqlStore, Store
@@ -145,3 +145,20 @@ def test_a_v3_store_moves_its_documents(sql_backend: Backend) -> None:
             assert conn.execute(select(func.count()).select_from(documents)).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_events_appended_in_batches_in_order_and_once_per_token(store: Store) -> None:
+    store.create_search("s1", "s1", "c")
+    first = store.append_events("s1", [NewEvent("a", {"i": 1}, "t1"), NewEvent("b", {"i": 2})])
+    assert [(e.seq, e.kind) for e in first] == [(1, "a"), (2, "b")]
+    again = store.append_events("s1", [NewEvent("a", {"i": 1}, "t1"), NewEvent("c", {"i": 3}, "t3")])
+    assert [(e.seq, e.kind) for e in again] == [(1, "a"), (3, "c")]
+    assert [e.kind for e in store.list_events("s1")] == ["a", "b", "c"]
+    assert store.append_events("s1", []) == []
+    with pytest.raises(InvalidInput, match="per request"):
+        store.append_events("s1", [NewEvent("k", {})] * (MAX_REQUEST_KEYS + 1))
+    with pytest.raises(InvalidInput):  # checked before anything is written
+        store.append_events("s1", [NewEvent("d", {"i": 4}), NewEvent("", {})])
+    assert [e.kind for e in store.list_events("s1")] == ["a", "b", "c"]
+    with pytest.raises(NotFound):
+        store.append_events("nope", [NewEvent("a", {})])

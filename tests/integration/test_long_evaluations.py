@@ -96,8 +96,10 @@ def test_a_killed_searcher_joins_the_trainings_it_left_running(
         store = cluster.start("store", ["--url", f"sqlite:///{db}"])
         args = ["--dataset-dir", str(dataset), "--val-fraction", "0.2", "--threads", "1"]
         trainers = [cluster.start("trainer", args, name=f"trainer-{i}") for i in (1, 2)]
-        # two latency replicas: both candidates are measured at once, so both trainings start together
-        latency = [cluster.start("latency_cpu", ["--rounds", "2"], name=f"latency-{i}") for i in (1, 2)]
+        # two latency replicas that never refuse a figure (a busy host's figures are refused and measured
+        # again later): both candidates are measured at once, so both trainings start together
+        quick = ["--rounds", "2", "--max-cv", "1", "--min-cpu-fraction", "0"]
+        latency = [cluster.start("latency_cpu", quick, name=f"latency-{i}") for i in (1, 2)]
         workers = [
             "--trainer", ",".join(t.address for t in trainers),
             "--latency-cpu", ",".join(lat.address for lat in latency),

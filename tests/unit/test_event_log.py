@@ -4,11 +4,12 @@ written before close() returns (a run's events before its end status)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from facenas.domain import Event
+from facenas.domain import Event, NewEvent
 from facenas.errors import Unavailable
 from facenas.search.recorder import QueuedEventLog
 from facenas.store import SqlStore
@@ -19,12 +20,14 @@ class HeldStore(SqlStore):
 
     open: threading.Event
     refuse = False
+    calls = 0
 
-    def append_event(self, search_id: str, kind: str, payload: dict[str, object], token: str = "") -> Event:
+    def append_events(self, search_id: str, events: Sequence[NewEvent]) -> list[Event]:
         self.open.wait()
         if self.refuse:
             raise Unavailable("store out")
-        return super().append_event(search_id, kind, payload, token)
+        self.calls += 1
+        return super().append_events(search_id, events)
 
 
 @pytest.fixture
@@ -43,6 +46,7 @@ def test_appends_do_not_wait_and_land_in_order(store: HeldStore) -> None:
     store.open.set()
     assert log.flush(timeout=30)
     assert [e.payload["i"] for e in store.list_events("s1")] == list(range(50))
+    assert store.calls <= 2  # in batches, not one store call each
     log.close()
     log("completed", {})  # after close: written at once
     assert store.list_events("s1")[-1].kind == "completed"
