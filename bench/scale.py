@@ -19,7 +19,8 @@ split evenly between the searches. Prints, measured in this one run:
   search and ListSearches, each repeated ``--read-repeats`` times (p50 and max), every page of each
   search's ExportSearch (``export_ms_max``: the slowest whole export; ``export_page_ms_max``: the
   slowest page; ``read_ms_max`` is the slowest call of them all, export pages included), and the time
-  to replay each search's WatchSearch from its first event; a read that fails is reported in ``read_errors``, not raised;
+  to replay each search's WatchSearch from its first event; a read that fails is reported in
+  ``read_errors``, not raised;
 * **fairness**: each search's finish time from the first StartSearch (``finish_s``) and the ratio of
   the last to the first (``finish_spread``; 1.0 when they end together, large when one starved);
 * **against the ideal**: with a fixed ``--delay`` D, the replicas' slots (K trainers + K latency_cpu)
