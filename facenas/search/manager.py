@@ -62,6 +62,9 @@ _END_EVENT = {
     SearchStatus.FAILED: "failed",
 }
 
+#: the kinds of a run's last event
+_ENDS = frozenset({*_END_EVENT.values(), "interrupted"})
+
 _SEARCH_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 #: the candidates an ambiguous archid prefix's error names
 MAX_AMBIGUOUS_SHOWN = 10
@@ -69,6 +72,8 @@ MAX_AMBIGUOUS_SHOWN = 10
 #: events a watch reads from the store at once, and how often it looks for events logged elsewhere
 WATCH_PAGE = 500
 WATCH_POLL_S = 0.25
+#: iteration records of the exports being read (search, last iteration) a searcher keeps
+_RECORD_CACHE = 16
 #: parsed configs a searcher keeps (one per search it was asked about)
 _CONFIG_CACHE = 1024
 
@@ -171,6 +176,7 @@ class SearchManager:
         self._supervisor: threading.Thread | None = None
         self._configs: dict[str, tuple[str, SearchConfig]] = {}  # search_id -> (config text, parsed)
         self._signal = EventSignal()  # wakes watchers when this searcher logs events
+        self._record_cache: dict[tuple[str, int | None], tuple[IterationRecord, ...]] = {}
 
     # --- commands ----------------------------------------------------------------------------------
 
@@ -509,13 +515,20 @@ class SearchManager:
         offset, cap = _export_position(page_token)
         record = self.store.get_search(search_id)
         config = self._config(record)
-        records = [r for r in self.store.list_iterations(search_id) if cap is None or r.iteration <= cap]
+        records = self._records(search_id, cap)
         cap = records[-1].iteration if records else -1
-        page = self.store.list_candidates_page(search_id, page_size, limits.page_token(offset))
-        states = self._states(search_id, config, page.items, records)
-        if not all_documents:
+        page = self.store.list_candidates_page(
+            search_id, page_size, limits.page_token(offset), documents=all_documents
+        )
+        members = page.items
+        if not all_documents:  # the documents of the candidates on some front only
             fronts = {a for r in records for a in r.pareto}
-            states = tuple(s if s.archid in fronts else replace(s, document="") for s in states)
+            wanted = [c.archid for c in members if c.archid in fronts]
+            found: dict[str, Candidate] = {}
+            for start in range(0, len(wanted), MAX_REQUEST_KEYS):
+                found.update(self.store.get_candidates(search_id, wanted[start : start + MAX_REQUEST_KEYS]))
+            members = [found.get(c.archid, c) for c in members]
+        states = self._states(search_id, config, members, records)
         iterations = tuple(
             IterationState(i.iteration, i.pareto, i.hypervolume, i.walltime_s) for i in records
         )
@@ -523,6 +536,23 @@ class SearchManager:
             search_id, record.name, config.objectives, states, iterations if offset == 0 else ()
         )
         return ExportPage(snapshot, offset, cap, bool(page.next_page_token))
+
+    def _records(self, search_id: str, cap: int | None) -> tuple[IterationRecord, ...]:
+        """The search's iteration records up to ``cap`` (all when None); records are immutable, so the
+        pages of one export read them once."""
+        key = (search_id, cap)
+        with self._lock:
+            cached = self._record_cache.get(key)
+        if cached is not None:
+            return cached
+        records = tuple(r for r in self.store.list_iterations(search_id) if cap is None or r.iteration <= cap)
+        if cap is None:  # the first page: later pages ask for the records up to its last
+            key = (search_id, records[-1].iteration if records else -1)
+        with self._lock:
+            if len(self._record_cache) >= _RECORD_CACHE:
+                self._record_cache.pop(next(iter(self._record_cache)))
+            self._record_cache[key] = records
+        return records
 
     def snapshot(self, search_id: str) -> SearchSnapshot:
         """The whole search as the store holds it (every page of :meth:`export_page`, all documents)."""
@@ -557,6 +587,8 @@ class SearchManager:
                 )
                 if finished and not self.store.list_events(search_id, seq, 1):
                     return
+            if events and events[-1].kind in _ENDS:  # the run's last event: no progress after it
+                continue
             live = self.live(search_id)
             wait = self.progress_interval_s if live != last_live else self.heartbeat_s
             if time.monotonic() - last_sent >= wait:

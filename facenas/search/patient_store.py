@@ -105,10 +105,17 @@ class PatientStore(Store):
         return self._patient(lambda: self.inner.add_candidate(candidate))
 
     def list_candidates_page(
-        self, search_id: str, page_size: int = 0, page_token: str = "", archid_prefix: str = ""
+        self,
+        search_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+        archid_prefix: str = "",
+        documents: bool = True,
     ) -> Page[Candidate]:
         return self._patient(
-            lambda: self.inner.list_candidates_page(search_id, page_size, page_token, archid_prefix)
+            lambda: self.inner.list_candidates_page(
+                search_id, page_size, page_token, archid_prefix, documents
+            )
         )
 
     def get_candidates(self, search_id: str, archids: Sequence[str]) -> dict[str, Candidate]:

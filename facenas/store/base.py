@@ -95,10 +95,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_candidates_page(
-        self, search_id: str, page_size: int = 0, page_token: str = "", archid_prefix: str = ""
+        self,
+        search_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+        archid_prefix: str = "",
+        documents: bool = True,
     ) -> Page[Candidate]:
         """A page of a search's candidates in the order they were first added; with ``archid_prefix``
-        only those whose archid starts with it (case-sensitive)."""
+        only those whose archid starts with it (case-sensitive); without their documents (``""``) unless
+        ``documents``."""
 
     @abc.abstractmethod
     def get_candidates(self, search_id: str, archids: Sequence[str]) -> dict[str, Candidate]:

@@ -142,11 +142,20 @@ class GrpcStore(Store):
         return pc.candidate_from_proto(self._call("AddCandidate", pc.candidate_to_proto(candidate)))
 
     def list_candidates_page(
-        self, search_id: str, page_size: int = 0, page_token: str = "", archid_prefix: str = ""
+        self,
+        search_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+        archid_prefix: str = "",
+        documents: bool = True,
     ) -> Page[Candidate]:
         limits.check_text(archid_prefix, "archid_prefix", limits.MAX_ID_BYTES)
         req = store_pb2.ListCandidatesRequest(
-            search_id=search_id, page_size=page_size, page_token=page_token, archid_prefix=archid_prefix
+            search_id=search_id,
+            page_size=page_size,
+            page_token=page_token,
+            archid_prefix=archid_prefix,
+            without_documents=not documents,
         )
         resp = self._call("ListCandidates", req)
         return Page([pc.candidate_from_proto(c) for c in resp.candidates], resp.next_page_token)

@@ -57,7 +57,11 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
     def ListCandidates(self, request: store_pb2.ListCandidatesRequest, context: Ctx) -> Any:
         def fetch(offset: int, n: int) -> Page[store_pb2.Candidate]:
             found = self.store.list_candidates_page(
-                request.search_id, n, limits.page_token(offset), request.archid_prefix
+                request.search_id,
+                n,
+                limits.page_token(offset),
+                request.archid_prefix,
+                not request.without_documents,
             )
             return Page([pc.candidate_to_proto(c) for c in found.items], found.next_page_token)
 

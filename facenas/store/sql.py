@@ -300,15 +300,17 @@ def _to_arch(r: RowMapping) -> ArchRecord:
 
 
 def _to_candidate(r: RowMapping) -> Candidate:
-    """A candidate row; its document from ``documents`` (the row's ``body``) when it names one."""
+    """A candidate row; its document from ``documents`` (the row's ``body``) when it names one, ``""``
+    when the query left the bodies out."""
     body = r.get("body")
+    inline = "" if r["document_digest"] else r["document"]
     return Candidate(
         search_id=r["search_id"],
         archid=r["archid"],
         iteration=r["iteration"],
         parents=tuple(_loads(r["parents"])),
         proposed_at=r["proposed_at"],
-        document=_inflate(body) if body is not None else r["document"],
+        document=_inflate(body) if body is not None else inline,
         params=r["params"],
         model=r["model"],
     )
@@ -730,10 +732,16 @@ class SqlStore(Store):
         return dataclasses.replace(_to_candidate(row), document=candidate.document)
 
     def list_candidates_page(
-        self, search_id: str, page_size: int = 0, page_token: str = "", archid_prefix: str = ""
+        self,
+        search_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+        archid_prefix: str = "",
+        documents: bool = True,
     ) -> Page[Candidate]:
         limits.check_text(archid_prefix, "archid_prefix", limits.MAX_ID_BYTES)
-        stmt = _candidate_rows().where(candidates.c.search_id == search_id).order_by(candidates.c.id)
+        rows = _candidate_rows() if documents else select(candidates)
+        stmt = rows.where(candidates.c.search_id == search_id).order_by(candidates.c.id)
         if archid_prefix:  # substr, not LIKE: SQLite's LIKE ignores case, PostgreSQL's does not
             prefix = func.substr(candidates.c.archid, 1, len(archid_prefix)) == archid_prefix
             stmt = stmt.where(prefix)

@@ -440,11 +440,14 @@ class ListCandidatesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     ARCHID_PREFIX_FIELD_NUMBER: _builtins.int
+    WITHOUT_DOCUMENTS_FIELD_NUMBER: _builtins.int
     search_id: _builtins.str
     page_size: _builtins.int
     page_token: _builtins.str
     archid_prefix: _builtins.str
     """Only candidates whose archid starts with this (case-sensitive; empty: all)."""
+    without_documents: _builtins.bool
+    """Leave each candidate's document out ("")."""
     def __init__(
         self,
         *,
@@ -452,10 +455,11 @@ class ListCandidatesRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         archid_prefix: _builtins.str = ...,
+        without_documents: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid_prefix", b"archid_prefix", "page_size", b"page_size", "page_token", b"page_token", "search_id", b"search_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archid_prefix", b"archid_prefix", "page_size", b"page_size", "page_token", b"page_token", "search_id", b"search_id", "without_documents", b"without_documents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

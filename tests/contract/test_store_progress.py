@@ -3,6 +3,8 @@ failures of given candidates, and arch documents stored once. Run against every 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
@@ -162,3 +164,11 @@ def test_events_appended_in_batches_in_order_and_once_per_token(store: Store) ->
     assert [e.kind for e in store.list_events("s1")] == ["a", "b", "c"]
     with pytest.raises(NotFound):
         store.append_events("nope", [NewEvent("a", {})])
+
+
+def test_a_page_of_candidates_without_their_documents(store: Store) -> None:
+    archids = _search(store, "s1", 3)
+    lean = store.list_candidates_page("s1", 10, "", documents=False).items
+    full = store.list_candidates("s1")
+    assert [c.archid for c in lean] == archids and all(c.document == "" for c in lean)
+    assert [dataclasses.replace(c, document="") for c in full] == lean

@@ -14,6 +14,7 @@ import pytest
 from bench.scale import OBJECTIVES, ScaleSettings, _reads, percentile, plan_searches, search_config
 from facenas.errors import InvalidInput
 from facenas.search.config import parse_search_config
+from facenas.v1 import searcher_pb2
 
 
 @pytest.mark.parametrize(
@@ -73,10 +74,17 @@ class _TooLarge(grpc.RpcError):
 
 
 class _Searcher:
-    """A searcher stub whose GetPareto fails as a reply over the message limit would."""
+    """A searcher stub whose GetPareto fails as a reply over the message limit would; its searches have
+    one candidate, in one export page."""
 
     def GetSearch(self, request: object, timeout: float) -> object:
         return object()
+
+    def GetArchitecture(self, request: object, timeout: float) -> object:
+        return object()
+
+    def ExportSearch(self, request: object, timeout: float) -> object:
+        return searcher_pb2.SearchExport(candidates=[searcher_pb2.CandidateState(archid="a1")])
 
     def ListSearches(self, request: object, timeout: float) -> object:
         return object()
@@ -89,7 +97,9 @@ class _Searcher:
 
 
 def test_a_read_that_fails_is_reported_and_the_others_still_timed() -> None:
-    reads, replay_ms, replay_events, errors = _reads(cast(Any, _Searcher()), ["a", "b"], repeats=3)
-    assert errors == ["get_pareto: RESOURCE_EXHAUSTED: received message larger than max"] * 6
-    assert {name: t.calls for name, t in reads.items()} == {"get_search": 6, "list_searches": 3}
-    assert replay_events == 4 and replay_ms >= 0
+    read = _reads(cast(Any, _Searcher()), ["a", "b"], repeats=3)
+    assert read.errors == ["get_pareto: RESOURCE_EXHAUSTED: received message larger than max"] * 6
+    calls = {name: t.calls for name, t in read.timings.items()}
+    assert calls == {"get_search": 6, "get_architecture": 6, "list_searches": 3}
+    assert read.replay_events == 4 and read.replay_ms >= 0
+    assert read.export_pages == 2 and read.export_ms >= read.export_page_ms >= 0
