@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from typing import Any
 
@@ -45,6 +45,7 @@ class SearchRun:
         stop: threading.Event,
         outages: Outages | None = None,
         events: EventLog | None = None,
+        on_record: Callable[[IterationRecord], None] | None = None,
     ) -> None:
         self.search_id = search_id
         self.config = config
@@ -56,7 +57,9 @@ class SearchRun:
         self.coordinator = EvaluationCoordinator(
             search_id, config, store, evaluators, self.history, self.events, stop, outages
         )
-        self.recorder = IterationRecorder(search_id, store, self.history, config.objectives, self.events)
+        self.recorder = IterationRecorder(
+            search_id, store, self.history, config.objectives, self.events, on_record
+        )
         size_range = ParamRange(config.min_parameters, config.max_parameters)
         directions = [o.direction for o in config.objectives]
         self.strategy: ProposalStrategy = STRATEGIES[config.algorithm](

@@ -72,8 +72,8 @@ MAX_AMBIGUOUS_SHOWN = 10
 #: events a watch reads from the store at once, and how often it looks for events logged elsewhere
 WATCH_PAGE = 500
 WATCH_POLL_S = 0.25
-#: iteration records of the exports being read (search, last iteration) a searcher keeps
-_RECORD_CACHE = 16
+#: searches whose iteration records a searcher keeps (see SearchManager._records)
+_RECORD_CACHE = 64
 #: parsed configs a searcher keeps (one per search it was asked about)
 _CONFIG_CACHE = 1024
 
@@ -176,7 +176,7 @@ class SearchManager:
         self._supervisor: threading.Thread | None = None
         self._configs: dict[str, tuple[str, SearchConfig]] = {}  # search_id -> (config text, parsed)
         self._signal = EventSignal()  # wakes watchers when this searcher logs events
-        self._record_cache: dict[tuple[str, int | None], tuple[IterationRecord, ...]] = {}
+        self._records_known: dict[str, tuple[IterationRecord, ...]] = {}  # see _records
 
     # --- commands ----------------------------------------------------------------------------------
 
@@ -324,7 +324,9 @@ class SearchManager:
         metrics.RUNNING.inc()
         try:
             events("resumed" if resumed else "started", {"algorithm": config.algorithm})
-            run = SearchRun(search_id, config, self.durable, self.evaluators, stop, self.outages, events)
+            run = SearchRun(
+                search_id, config, self.durable, self.evaluators, stop, self.outages, events, self._recorded
+            )
             running.run = run
             run.run()
         except Cancelled as err:
@@ -538,21 +540,44 @@ class SearchManager:
         return ExportPage(snapshot, offset, cap, bool(page.next_page_token))
 
     def _records(self, search_id: str, cap: int | None) -> tuple[IterationRecord, ...]:
-        """The search's iteration records up to ``cap`` (all when None); records are immutable, so the
-        pages of one export read them once."""
-        key = (search_id, cap)
+        """The search's iteration records up to ``cap`` (all when None). Records are immutable and
+        numbered from 0: this searcher keeps those it has read or its runs wrote, and reads only the
+        newer ones from the store."""
         with self._lock:
-            cached = self._record_cache.get(key)
-        if cached is not None:
-            return cached
-        records = tuple(r for r in self.store.list_iterations(search_id) if cap is None or r.iteration <= cap)
-        if cap is None:  # the first page: later pages ask for the records up to its last
-            key = (search_id, records[-1].iteration if records else -1)
+            known = self._records_known.get(search_id, ())
+        if cap is None or not known or known[-1].iteration < cap:
+            token = limits.page_token(len(known))
+            newer: list[IterationRecord] = []
+            while True:
+                page = self.store.list_iterations_page(search_id, MAX_PAGE_SIZE, token)
+                newer.extend(page.items)
+                if not page.next_page_token:
+                    break
+                token = page.next_page_token
+            known = self._remember_records(search_id, known, newer)
+        return tuple(r for r in known if cap is None or r.iteration <= cap)
+
+    def _remember_records(
+        self, search_id: str, known: tuple[IterationRecord, ...], newer: Sequence[IterationRecord]
+    ) -> tuple[IterationRecord, ...]:
+        """``known`` + ``newer`` when they are the records 0, 1, 2... in order (kept for next time)."""
+        merged = (*known, *newer)
+        if [r.iteration for r in merged] != list(range(len(merged))):  # not numbered from 0: not kept
+            return merged
         with self._lock:
-            if len(self._record_cache) >= _RECORD_CACHE:
-                self._record_cache.pop(next(iter(self._record_cache)))
-            self._record_cache[key] = records
-        return records
+            if len(self._records_known.get(search_id, ())) <= len(merged):
+                self._records_known.pop(search_id, None)
+                while len(self._records_known) >= _RECORD_CACHE:
+                    self._records_known.pop(next(iter(self._records_known)))
+                self._records_known[search_id] = merged
+        return merged
+
+    def _recorded(self, record: IterationRecord) -> None:
+        """A run of this searcher wrote ``record``: kept when it follows the records known."""
+        with self._lock:
+            known = self._records_known.get(record.search_id, ())
+        if len(known) == record.iteration:
+            self._remember_records(record.search_id, known, [record])
 
     def snapshot(self, search_id: str) -> SearchSnapshot:
         """The whole search as the store holds it (every page of :meth:`export_page`, all documents)."""

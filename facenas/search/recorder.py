@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from facenas.domain import IterationRecord, NewEvent
@@ -179,8 +179,10 @@ class IterationRecorder:
         history: SearchHistory,
         objectives: Sequence[ObjectiveInfo],
         events: EventLog,
+        on_record: Callable[[IterationRecord], None] | None = None,
     ) -> None:
         self.search_id = search_id
+        self.on_record = on_record  # told of each record written
         self.store = store
         self.history = history
         self.objectives = tuple(objectives)
@@ -236,6 +238,8 @@ class IterationRecorder:
         record = self.store.put_iteration(
             IterationRecord(self.search_id, iteration, tuple(front), hv, state, self.walltime())
         )
+        if self.on_record is not None:
+            self.on_record(record)
         metrics.ITERATION.labels(self.search_id).set(iteration)
         metrics.HYPERVOLUME.labels(self.search_id).set(hv)
         metrics.PARETO_SIZE.labels(self.search_id).set(len(front))

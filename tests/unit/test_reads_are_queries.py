@@ -200,3 +200,27 @@ def test_an_export_counts_every_page_by_the_records_of_its_first(store: Counting
     assert not second.more and second.snapshot.iterations == ()
     assert [c.iteration for c in second.snapshot.candidates] == [2] * 10 + [3] * 10
     assert second.token_after(len(second.snapshot.candidates)) == ""
+
+
+def test_an_export_reads_only_the_records_this_searcher_does_not_know(store: CountingStore) -> None:
+    fill(store, "s1", 95)
+    manager = SearchManager(store, {})
+    read: list[int] = []
+    listed = store.list_iterations_page
+
+    def counted(search_id: str, page_size: int = 0, page_token: str = "") -> Any:
+        page = listed(search_id, page_size, page_token)
+        read.append(len(page.items))
+        return page
+
+    store.list_iterations_page = counted  # type: ignore[method-assign]
+    first = manager.export_page("s1", 50)
+    assert sum(read) == 10 and len(first.snapshot.iterations) == 10
+    manager.export_page("s1", 50, first.token_after(50))  # later pages: none read
+    assert sum(read) == 10
+    record = IterationRecord("s1", 10, (), 0.0, {"evaluated": []}, 1.0)
+    manager._recorded(store.put_iteration(record))  # as a run of this searcher tells it
+    again = manager.export_page("s1", 50)
+    assert sum(read) == 10 and [i.iteration for i in again.snapshot.iterations] == list(range(11))
+    store.put_iteration(IterationRecord("s1", 11, (), 0.0, {"evaluated": []}, 1.0))  # written elsewhere
+    assert len(manager.export_page("s1", 50).snapshot.iterations) == 12 and sum(read) == 11
