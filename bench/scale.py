@@ -60,6 +60,8 @@ from facenas.rpc.security import token_from_env
 from facenas.sim.delay import DelayError, parse_delay
 from facenas.v1 import searcher_pb2, searcher_pb2_grpc, store_pb2
 
+#: Algorithms a scale run can use: Archai's barrier random search, or our asynchronous evolution.
+ALGORITHMS = ("random_search", "async_evolution_pareto")
 #: Objectives of a cpu-target search: CPU latency, then the partial training IOU.
 OBJECTIVES = 2
 #: RSS "after warm-up" is taken once this fraction of the evaluations is done.
@@ -76,7 +78,7 @@ search:
               stem_strides: [2], num_blocks: 5, downsample_block_max_ops: 4, skip_block_max_ops: 2,
               upsample_block_max_ops: 4, post_upsample_max_ops: 2}}
   algorithm:
-    name: random_search
+    name: {algorithm}
     params: {{num_iters: {iters}, init_num_models: {init}, max_unseen_population: {population}, seed: {seed}}}
   target: {{name: cpu}}
 training: {{steps: 100, batch_size: 8}}
@@ -94,7 +96,8 @@ class ScaleSettings:
     replicas: int = 1  # simulated trainers, and as many simulated latency_cpu replicas
     delay: str = "0"  # the workers' --sim-delay
     searches: int = 1
-    population: int = 50  # random_search's max_unseen_population (candidates per iteration)
+    population: int = 50  # max_unseen_population (candidates per iteration)
+    algorithm: str = "random_search"  # or async_evolution_pareto: no barrier between iterations
     sim_seed: int = 0
     read_repeats: int = 5
     timeout_s: float = 3600.0  # the whole search phase
@@ -150,8 +153,9 @@ def plan_searches(evaluations: int, searches: int, population: int) -> list[Sear
     return plans
 
 
-def search_config(plan: SearchPlan, seed: int, timeout_s: float) -> str:
+def search_config(plan: SearchPlan, seed: int, timeout_s: float, algorithm: str = "random_search") -> str:
     return CONFIG.format(
+        algorithm=algorithm,
         iters=plan.iters,
         init=plan.init,
         population=plan.population,
@@ -469,7 +473,9 @@ def run_scale(settings: ScaleSettings) -> ScaleResult:
             search_ids = [
                 stub.StartSearch(
                     searcher_pb2.StartSearchRequest(
-                        config=search_config(plan, settings.sim_seed * 1000 + i, settings.timeout_s),
+                        config=search_config(
+                            plan, settings.sim_seed * 1000 + i, settings.timeout_s, settings.algorithm
+                        ),
                         name=f"scale-{i + 1}",
                     ),
                     timeout=READ_TIMEOUT_S,
@@ -578,6 +584,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--delay", default="0", help="each evaluation's --sim-delay (e.g. 0.05, uniform:0,0.1)")
     p.add_argument("--searches", type=int, default=1, help="concurrent searches sharing the evaluations")
     p.add_argument("--population", type=int, default=50, help="candidates per iteration")
+    p.add_argument(
+        "--algorithm",
+        choices=ALGORITHMS,
+        default="random_search",
+        help="random_search (a barrier per iteration) or async_evolution_pareto (none)",
+    )
     p.add_argument("--sim-seed", type=int, default=0)
     p.add_argument("--read-repeats", type=int, default=5)
     p.add_argument("--timeout-s", type=float, default=3600.0, help="the searches' deadline")
@@ -595,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         delay=args.delay,
         searches=args.searches,
         population=args.population,
+        algorithm=args.algorithm,
         sim_seed=args.sim_seed,
         read_repeats=args.read_repeats,
         timeout_s=args.timeout_s,

@@ -289,7 +289,10 @@ class ReplicaPool(Evaluator):
                 free = [r for r in (fresh or healthy) if r.in_flight < r.capacity and not hold]
                 if free:
                     chosen = min(free, key=lambda r: (r.in_flight / r.capacity, random.random()))
-                    return self._take(chosen, job_id)
+                    taken = self._take(chosen, job_id)
+                    if len(free) > 1 or chosen.in_flight < chosen.capacity:
+                        self._cond.notify()  # a slot is left: the next waiter in line may take it
+                    return taken
                 metrics.PENDING.labels(self.service).inc()
                 self._waiting += 1
                 try:
@@ -323,7 +326,9 @@ class ReplicaPool(Evaluator):
             else:
                 replica.failures = 0
             self._publish()
-            self._cond.notify_all()
+            # one slot freed: one waiter (the longest waiting), not all of them (with many searches
+            # queued on a few replicas, waking every waiter per release costs more than the work)
+            self._cond.notify()
 
     def _submit(self, replica: Replica, task: EvalTask) -> common_pb2.SubmitJobReply:
         request = common_pb2.SubmitJobRequest(request=task_to_request(task), owner=task.owner)

@@ -38,17 +38,44 @@ def dominates(a: _Point, b: _Point, directions: Sequence[Direction]) -> bool:
 
 
 def pareto_front(points: Mapping[str, _Point], directions: Sequence[Direction]) -> list[str]:
-    """Ids of the non-dominated points, in the mapping's order; equal points all stay on the front."""
+    """Ids of the non-dominated points, in the mapping's order; equal points all stay on the front.
+    Two objectives take a sort and a sweep (O(n log n): a search's history has thousands of points),
+    more take pairwise comparisons."""
     ids = list(points)
     if not ids:
         return []
     signs = np.asarray(_signs(directions))
     arr = np.asarray([_as_minimised(points[i], signs.tolist()) for i in ids], dtype=float)
-    keep = [
+    keep = _front_2d(arr) if arr.shape[1] == 2 else _front_pairwise(arr)
+    return [i for i, k in zip(ids, keep, strict=True) if k]
+
+
+def _front_pairwise(arr: np.ndarray) -> list[bool]:
+    return [
         not bool(np.any(np.all(arr <= row, axis=1) & np.any(arr < row, axis=1)))
         for row in arr  # a row never dominates itself, so no self-exclusion is needed
     ]
-    return [i for i, k in zip(ids, keep, strict=True) if k]
+
+
+def _front_2d(arr: np.ndarray) -> list[bool]:
+    """Minimised 2-D points: in order of (x, y), a point is dominated by an earlier x with a y no larger,
+    or by a smaller y at the same x."""
+    order = np.lexsort((arr[:, 1], arr[:, 0]))
+    keep = [False] * len(arr)
+    best_before = math.inf  # the least y among points of a smaller x
+    start = 0
+    while start < len(order):
+        x = arr[order[start], 0]
+        end = start
+        while end < len(order) and arr[order[end], 0] == x:
+            end += 1
+        least = arr[order[start], 1]  # the group is sorted by y
+        for i in order[start:end]:
+            y = arr[i, 1]
+            keep[i] = not (best_before <= y or least < y)
+        best_before = min(best_before, least)
+        start = end
+    return keep
 
 
 def hypervolume(points: Sequence[_Point], directions: Sequence[Direction], reference: _Point) -> float:

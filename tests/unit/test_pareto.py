@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import numpy as np
 import pytest
@@ -151,3 +152,21 @@ def test_snapshot_fronts_use_complete_candidates_up_to_each_iteration() -> None:
     iterations = tuple(IterationState(k, (), 0.0, 0.0) for k in range(3))
     snapshot = SearchSnapshot("s", "n", objectives, candidates, iterations)
     assert snapshot_fronts(snapshot) == {0: ["a", "b"], 1: ["c"], 2: ["c"]}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_two_objective_sweep_gives_the_pairwise_front(seed: int) -> None:
+    """Ties in either coordinate, duplicates and both directions: the O(n log n) sweep that serves two
+    objectives keeps exactly the points no other point dominates."""
+    rng = random.Random(seed)
+    for _ in range(60):
+        n = rng.randint(1, 80)
+        grid = [0.1, 0.2, 0.3]
+        points = {
+            f"a{i}": [rng.choice([*grid, rng.random()]), rng.choice([*grid, rng.random()])] for i in range(n)
+        }
+        directions = [rng.choice(list(Direction)), rng.choice(list(Direction))]
+        expected = [
+            a for a, p in points.items() if not any(dominates(q, p, directions) for q in points.values())
+        ]
+        assert pareto_front(points, directions) == expected

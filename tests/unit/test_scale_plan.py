@@ -40,6 +40,8 @@ def test_a_planned_config_is_a_valid_search_of_that_budget_with_every_objective_
     assert config.candidates == plan.candidates == 1000
     assert len(config.objectives) == OBJECTIVES
     assert config.min_parameters == 0 and config.max_latency_s == 3600  # no candidate stops at a constraint
+    asynchronous = parse_search_config(search_config(plan, 3, 600, "async_evolution_pareto"))
+    assert asynchronous.algorithm == "async_evolution_pareto" and asynchronous.candidates == 1000
 
 
 @pytest.mark.parametrize(
