@@ -366,7 +366,7 @@ def test_fuzz_every_method_of_store_and_searcher(cluster: LocalCluster) -> None:
         "searcher": (searcher.address, searcher_pb2.DESCRIPTOR.services_by_name["Searcher"]),
     }
     fuzzer = Fuzzer(services)
-    assert len(fuzzer.methods) == 29
+    assert len(fuzzer.methods) == 33
     rng = random.Random(SEED)
     largest = {m.name: near_limit(_request_class(m)()) for _, m in fuzzer.methods}
     # warm up: an empty and a largest-allowed request per method, so "before" is a process that has
