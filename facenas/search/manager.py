@@ -49,6 +49,7 @@ from facenas.search.snapshot import (
     evaluated_in,
     latency_quality,
 )
+from facenas.search.strategies import STRATEGIES
 from facenas.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -494,10 +495,7 @@ class SearchManager:
         last = progress.last_iteration
         if last is None:
             return ParetoData(search_id, config.objectives, -1, 0.0, ())
-        members: list[Candidate] = []
-        for start in range(0, len(last.pareto), MAX_REQUEST_KEYS):
-            chunk = list(last.pareto[start : start + MAX_REQUEST_KEYS])
-            members.extend(self.store.get_candidates(search_id, chunk).values())
+        members = list(self.store.get_all_candidates(search_id, last.pareto).values())
         records = self.store.list_iterations(search_id) if self._asynchronous(config) else ()
         states = self._states(search_id, config, members, records)
         return ParetoData(search_id, config.objectives, last.iteration, last.hypervolume, states)
@@ -505,7 +503,7 @@ class SearchManager:
     @staticmethod
     def _asynchronous(config: SearchConfig) -> bool:
         """Whether a candidate may count in a later iteration than the one that proposed it."""
-        return config.algorithm.startswith("async")
+        return STRATEGIES[config.algorithm].asynchronous
 
     def export_page(
         self, search_id: str, page_size: int = 0, page_token: str = "", all_documents: bool = False
@@ -526,9 +524,7 @@ class SearchManager:
         if not all_documents:  # the documents of the candidates on some front only
             fronts = {a for r in records for a in r.pareto}
             wanted = [c.archid for c in members if c.archid in fronts]
-            found: dict[str, Candidate] = {}
-            for start in range(0, len(wanted), MAX_REQUEST_KEYS):
-                found.update(self.store.get_candidates(search_id, wanted[start : start + MAX_REQUEST_KEYS]))
+            found = self.store.get_all_candidates(search_id, wanted)
             members = [found.get(c.archid, c) for c in members]
         states = self._states(search_id, config, members, records)
         iterations = tuple(

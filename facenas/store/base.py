@@ -115,6 +115,13 @@ class Store(abc.ABC):
         """Record how candidates settled (archid -> outcome, at most ``MAX_REQUEST_KEYS``; each archid a
         candidate of the search). The first outcome of a candidate wins and is returned on repeats."""
 
+    def get_all_candidates(self, search_id: str, archids: Sequence[str]) -> dict[str, Candidate]:
+        """:meth:`get_candidates` for any number of archids."""
+        found: dict[str, Candidate] = {}
+        for start in range(0, len(archids), MAX_REQUEST_KEYS):
+            found.update(self.get_candidates(search_id, archids[start : start + MAX_REQUEST_KEYS]))
+        return found
+
     def put_all_outcomes(self, search_id: str, outcomes: Mapping[str, Outcome]) -> None:
         """:meth:`put_outcomes` for any number of candidates."""
         items = sorted(outcomes.items())

@@ -459,9 +459,11 @@ def _migrate_to_4(conn: Connection) -> None:
     log.info("store schema migrated to v4: documents stored once", extra={"candidates": moved})
 
 
-def _insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> Executable:
-    """INSERT ... ON CONFLICT DO NOTHING on the table's primary key, in ``conn``'s dialect."""
-    key = [c.name for c in table.primary_key.columns]
+def _insert_ignore(
+    conn: Connection, table: Table, values: Mapping[str, Any], key: Sequence[str] | None = None
+) -> Executable:
+    """INSERT ... ON CONFLICT DO NOTHING on ``key`` (default: the primary key), in ``conn``'s dialect."""
+    key = list(key) if key is not None else [c.name for c in table.primary_key.columns]
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
     return sqlite.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
@@ -604,7 +606,7 @@ class SqlStore(Store):
             if self._postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
             metadata.create_all(conn)
-            conn.execute(self._insert_ignore(schema_version, {"id": 1, "version": SCHEMA_VERSION}, ["id"]))
+            conn.execute(_insert_ignore(conn, schema_version, {"id": 1, "version": SCHEMA_VERSION}))
             version = conn.execute(select(schema_version.c.version)).scalar_one()
             if version < SCHEMA_VERSION:
                 _migrate(conn, version)
@@ -615,11 +617,6 @@ class SqlStore(Store):
                 "facenas supports; upgrade facenas"
             )
 
-    def _insert_ignore(self, table: Table, values: Mapping[str, Any], key: Sequence[str]) -> Executable:
-        if self._postgres:
-            return postgresql.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
-        return sqlite.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
-
     def _insert_or_compare(
         self,
         conn: Connection,
@@ -629,7 +626,7 @@ class SqlStore(Store):
         compared: Iterable[str],
     ) -> RowMapping:
         """Insert unless the key exists; return the stored row, StoreConflict if it differs."""
-        conn.execute(self._insert_ignore(table, values, key))
+        conn.execute(_insert_ignore(conn, table, values, key))
         row = conn.execute(select(table).where(_match(table, values, key))).mappings().one()
         differs = [c for c in compared if not _same(row[c], values[c])]
         if differs:
