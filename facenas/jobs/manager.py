@@ -90,6 +90,7 @@ class JobManager:
         self._cond = threading.Condition()
         self._jobs: dict[str, _Job] = {}
         self._queue: collections.deque[_Job] = collections.deque()
+        self._finished: collections.deque[_Job] = collections.deque()  # kept finished jobs, oldest first
         self._closed = False
         metrics.CAPACITY.labels(service).set(len(self.slots))
         self._threads = [
@@ -121,6 +122,8 @@ class JobManager:
                 raise Unavailable(f"{self.service} is shutting down")
             if len(self._queue) >= self.max_queued:
                 raise Unavailable(f"{self.service} queue is full ({self.max_queued} jobs); retry later")
+            if job is not None:  # failed or cancelled: it runs again, its finished record goes
+                self._finished.remove(job)
             job = _Job(spec, owner)
             self._jobs[spec.job_id] = job
             self._queue.append(job)
@@ -320,6 +323,7 @@ class JobManager:
         job.state, job.failure, job.error = state, failure, error
         job.finished_at = time.time()
         job.finished_mono = time.monotonic()
+        self._finished.append(job)
         self._bump(job)
 
     def _report(self, job: _Job, phase: str, step: int, total: int, loss: float | None) -> None:
@@ -380,14 +384,15 @@ class JobManager:
         )
 
     def _sweep(self) -> None:
-        """Forget finished jobs past their retention, oldest first beyond ``max_finished``."""
-        finished = sorted((j for j in self._jobs.values() if j.state.finished), key=lambda j: j.finished_mono)
+        """Forget finished jobs past their retention, oldest first beyond ``max_finished`` (each
+        submission sweeps: the cost is the jobs it forgets, not the jobs kept)."""
         expired = time.monotonic() - self.retention_s
-        excess = len(finished) - self.max_finished
-        for index, job in enumerate(finished):
-            stale = index < excess or job.finished_mono < expired
-            if stale and self._jobs.get(job.spec.job_id) is job:
-                del self._jobs[job.spec.job_id]
+        while self._finished:
+            job = self._finished[0]
+            if len(self._finished) <= self.max_finished and job.finished_mono >= expired:
+                break
+            self._finished.popleft()
+            del self._jobs[job.spec.job_id]
 
     def _publish_queue(self) -> None:
         metrics.QUEUE_DEPTH.labels(self.service).set(len(self._queue))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from facenas.errors import ArchSpecError
-from facenas.space.archai_config import arch_config
+from facenas.space.archai_config import build_config
 from facenas.space.archfile import dump_arch_json, load_arch_document, parse_arch_document
 from facenas.space.params import SearchSpaceParams
 from facenas.space.spec import ArchSpec, check_size, read_spec
@@ -104,7 +104,7 @@ class HgnetSearchSpace:
     def from_document(self, document: Mapping[str, Any]) -> Arch:
         """Validate a document and compute its archid under this space."""
         doc = parse_arch_document(document)
-        config = arch_config().build_arch_config(doc)
+        config = build_config(doc)
         spec = read_spec(config)  # records which parameters the builder reads
         check_size(spec, self.params.num_classes, self.params.in_channels)
         return Arch(archid=self._archid(config), spec=spec, document=doc)
@@ -281,6 +281,6 @@ def arch_with_id(document: str | Mapping[str, Any], archid: str, num_classes: in
     For workers, which build and measure what the searcher sends and key results by the searcher's archid.
     """
     doc = parse_arch_document(document)
-    spec = read_spec(arch_config().build_arch_config(doc))
+    spec = read_spec(build_config(doc))
     check_size(spec, num_classes, in_channels)
     return Arch(archid=archid, spec=spec, document=doc)

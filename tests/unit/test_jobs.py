@@ -200,6 +200,28 @@ def test_finished_jobs_are_forgotten_after_their_retention(trainer: StepTrainer)
         manager.close()
 
 
+def test_a_job_run_again_is_kept_once(trainer: StepTrainer) -> None:
+    """A cancelled job submitted again runs again; retention counts the new run only, so forgetting
+    the old record never forgets the new job."""
+    manager = JobManager(trainer, "trainer", ["cpu"], retention_s=3600, max_finished=2)
+    try:
+        a, b, c = archs(3)
+        first = manager.submit(spec(manager, a), "s")[0]
+        trainer.wait_held(1)
+        assert manager.cancel(first.job_id, "s")[0].state == JobState.CANCELLED
+        trainer.hold_at = None
+        trainer.released.set()
+        again, attached = manager.submit(spec(manager, a), "s")
+        assert not attached
+        views = [again] + [manager.submit(spec(manager, x), "s")[0] for x in (b, c)]
+        for view in views:
+            assert _until(manager, view.job_id, JobState.SUCCEEDED).state == JobState.SUCCEEDED
+        assert {v.job_id for v in manager.list()} == {views[1].job_id, views[2].job_id}
+        assert manager.submit(spec(manager, b), "t")[1]  # still kept: attaches
+    finally:
+        manager.close()
+
+
 def test_steps_are_counted_once_each(trainer: StepTrainer) -> None:
     """The trainers' step counter, which tests of resumed searches compare with the training budget."""
     trainer.hold_at = None

@@ -41,6 +41,39 @@ def test_archids_match_archai_own_encoder(space: HgnetSearchSpace, snp_arch_file
         assert hashlib.sha1(str(tuple(features)).encode()).hexdigest() == path.stem
 
 
+def test_the_copy_free_config_builder_equals_archais(
+    space: HgnetSearchSpace, snp_arch_files: list[Path]
+) -> None:
+    """build_config gives Archai's own classes with the same nodes, usage records and archids as
+    build_arch_config, for every published file and sampled, mutated and crossed-over documents."""
+    from archai.discrete_search.search_spaces.config.arch_config import build_arch_config
+
+    from facenas.space.archai_config import build_config
+    from facenas.space.spec import read_spec
+
+    documents = [json.loads(path.read_text()) for path in snp_arch_files]
+    sampled = [space.random_sample() for _ in range(5)]
+    documents += [a.document for a in sampled]
+    documents += [space.mutate(sampled[0]).document, space.crossover(sampled[:2]).document]
+    for document in documents:
+        ours, archais = build_config(json.loads(json.dumps(document))), build_arch_config(document)
+        assert type(ours) is type(archais)
+        assert ours.to_dict() == archais.to_dict()
+        assert read_spec(ours) == read_spec(archais)
+        assert ours.get_used_params() == archais.get_used_params()
+        encoded = [space.tree.encode_config(c, track_unused_params=True) for c in (ours, archais)]
+        assert str(encoded[0]) == str(encoded[1])  # unused choices encode as nan
+
+
+def test_the_copy_free_config_builder_refuses_what_archai_refuses() -> None:
+    from facenas.space.archai_config import build_config
+
+    with pytest.raises(KeyError):
+        build_config({"x": {"_config_type": "unknown"}})
+    with pytest.raises(AssertionError):
+        build_config({"x": {"_config_type": "config_list", "_configs": {}}})
+
+
 def test_parameter_count_of_smallest_published_model(space: HgnetSearchSpace) -> None:
     assert space.num_parameters(space.load(SMALLEST_SNP)) == 666_049
 
