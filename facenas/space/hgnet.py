@@ -90,6 +90,12 @@ class HgnetSearchSpace:
         self.params = params or SearchSpaceParams()
         self.tree = _build_param_tree(self.params)
         self.rng = random.Random(seed)
+        # The tree never changes: its dict forms are made once (Archai rebuilds them on every call, about
+        # 1 ms each; a proposal asked for up to three). Shared, so never changed by their users.
+        self._choices: dict[str, Any] = self.tree.to_dict()
+        self._features: dict[str, Any] = self.tree.to_dict(
+            flatten=True, deduplicate_params=True, remove_constants=True
+        )
 
     # --- files and archids ----------------------------------------------------------------------------
 
@@ -118,14 +124,14 @@ class HgnetSearchSpace:
         return path
 
     def _archid(self, config: Any) -> str:
-        features = encode_config(self.tree, config)
+        features = encode_config(self._features, config)
         return hashlib.sha1(str(tuple(features)).encode("utf-8")).hexdigest()
 
     # --- membership and constraints -------------------------------------------------------------------
 
     def check_in_space(self, arch: Arch) -> None:
         """Raise :class:`ArchSpecError` naming the first value that is not one of this space's choices."""
-        _check_choices(self.tree.to_dict(), arch.document, "")
+        _check_choices(self._choices, arch.document, "")
 
     def num_parameters(self, arch: Arch) -> int:
         """Trainable parameters of the model built from ``arch`` under this space."""
@@ -147,7 +153,7 @@ class HgnetSearchSpace:
         from archai.discrete_search.search_spaces.config import utils
 
         rng = self.rng
-        doc = utils.replace_ptree_choices(self.tree.to_dict(), lambda choice: choice.random_sample(rng))
+        doc = utils.replace_ptree_choices(self._choices, lambda choice: choice.random_sample(rng))
         return self.from_document(doc)
 
     def mutate(self, arch: Arch) -> Arch:
@@ -160,7 +166,7 @@ class HgnetSearchSpace:
         def repl(choice: Any, current: Any) -> Any:
             return rng.choice(choice.choices) if rng.random() < MUTATION_PROB else current
 
-        return self.from_document(utils.replace_ptree_pair_choices(self.tree.to_dict(), arch.document, repl))
+        return self.from_document(utils.replace_ptree_pair_choices(self._choices, arch.document, repl))
 
     def crossover(self, parents: Sequence[Arch]) -> Arch:
         """Pick two parents with replacement; each choice from the first with probability 0.5."""
@@ -176,7 +182,7 @@ class HgnetSearchSpace:
         def from_first(choice: Any, value: Any) -> Any:
             return value if rng.random() < CROSSOVER_PROB else choice
 
-        mixed = utils.replace_ptree_pair_choices(self.tree.to_dict(), first.document, from_first)
+        mixed = utils.replace_ptree_pair_choices(self._choices, first.document, from_first)
         doc = utils.replace_ptree_pair_choices(mixed, second.document, lambda _choice, value: value)
         return self.from_document(doc)
 
@@ -226,15 +232,15 @@ def _build_param_tree(p: SearchSpaceParams) -> Any:
     )
 
 
-def encode_config(tree: Any, config: Any) -> list[float]:
+def encode_config(features: Mapping[str, Any], config: Any) -> list[float]:
     """Archai's ``ArchParamTree.encode_config`` (unused parameters as NaN), tolerant of foreign values.
 
+    ``features`` is the tree's ``to_dict(flatten=True, deduplicate_params=True, remove_constants=True)``.
     Identical to Archai's for architectures inside the space; for a file from another space a one-hot
     value outside ``op_subset`` encodes as all zeros instead of failing an assertion.
     """
     from archai.discrete_search.search_spaces.config.utils import flatten_dict, order_dict_keys
 
-    features = tree.to_dict(flatten=True, deduplicate_params=True, remove_constants=True)
     flat_config = order_dict_keys(features, flatten_dict(config._config_dict))
     used = order_dict_keys(features, flatten_dict(config.get_used_params()))
     encoded: list[list[float]] = []
