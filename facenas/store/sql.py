@@ -974,45 +974,76 @@ class SqlStore(Store):
                 # serialise appenders of this search before looking tokens up
                 lock = select(searches.c.id).where(searches.c.search_id == search_id).with_for_update()
                 conn.execute(lock)
-            return [self._append(conn, search_id, e, body) for e, body in zip(events_, bodies, strict=True)]
+            return self._append(conn, search_id, events_, bodies)
 
-    def _append(self, conn: Connection, search_id: str, new: NewEvent, body: str) -> Event:
-        if new.token:
-            logged = self._event_by_token(conn, search_id, new.token)
-            if logged is not None:
-                return logged
-        bump = (
-            update(searches)
-            .where(searches.c.search_id == search_id)
-            .values(last_seq=searches.c.last_seq + 1)
-            .returning(searches.c.last_seq)
-        )
-        seq = conn.execute(bump).scalar_one_or_none()
-        if seq is None:
-            raise NotFound(f"search {search_id!r} not found")
-        created = time.time()
-        conn.execute(
-            insert(events).values(
-                search_id=search_id, seq=seq, kind=new.kind, payload=body, created_at=created
+    def _append(
+        self, conn: Connection, search_id: str, new: Sequence[NewEvent], bodies: Sequence[str]
+    ) -> list[Event]:
+        """Log ``new`` in a few statements whatever their number: one look-up of their tokens, one bump of
+        the search's sequence, one insert of the events and one of their tokens. An event whose token is
+        logged already (here or earlier in ``new``) is not logged again: the logged one stands for it."""
+        logged = self._events_by_token(conn, search_id, {e.token for e in new if e.token})
+        fresh: list[int] = []  # the events to log now
+        claimed = set(logged)
+        for index, asked in enumerate(new):
+            if asked.token:
+                if asked.token in claimed:
+                    continue
+                claimed.add(asked.token)
+            fresh.append(index)
+        out: dict[int, Event] = {}
+        if fresh:
+            bump = (
+                update(searches)
+                .where(searches.c.search_id == search_id)
+                .values(last_seq=searches.c.last_seq + len(fresh))
+                .returning(searches.c.last_seq)
             )
-        )
-        if new.token:
-            conn.execute(insert(event_tokens).values(search_id=search_id, token=new.token, seq=seq))
-        return Event(search_id, seq, new.kind, _loads(body), created)
+            last = conn.execute(bump).scalar_one_or_none()
+            if last is None:
+                raise NotFound(f"search {search_id!r} not found")
+            created = time.time()
+            rows = []
+            for seq, index in enumerate(fresh, start=last - len(fresh) + 1):
+                made = Event(search_id, seq, new[index].kind, _loads(bodies[index]), created)
+                out[index] = made
+                if new[index].token:
+                    logged[new[index].token] = made
+                rows.append(
+                    {
+                        "search_id": search_id,
+                        "seq": seq,
+                        "kind": made.kind,
+                        "payload": bodies[index],
+                        "created_at": created,
+                    }
+                )
+            conn.execute(insert(events), rows)
+            marks = [
+                {"search_id": search_id, "token": new[i].token, "seq": out[i].seq}
+                for i in fresh
+                if new[i].token
+            ]
+            if marks:
+                conn.execute(insert(event_tokens), marks)
+        return [out[i] if i in out else logged[new[i].token] for i in range(len(new))]
 
     @staticmethod
-    def _event_by_token(conn: Connection, search_id: str, token: str) -> Event | None:
-        """The event logged under ``token`` (the caller's write transaction serialises appenders)."""
-        stmt = (
-            select(events)
-            .join(
-                event_tokens,
-                and_(event_tokens.c.search_id == events.c.search_id, event_tokens.c.seq == events.c.seq),
+    def _events_by_token(conn: Connection, search_id: str, tokens: set[str]) -> dict[str, Event]:
+        """The events logged under ``tokens`` (the caller's write transaction serialises appenders)."""
+        found: dict[str, Event] = {}
+        for chunk in _chunks(sorted(tokens)):
+            stmt = (
+                select(events, event_tokens.c.token)
+                .join(
+                    event_tokens,
+                    and_(event_tokens.c.search_id == events.c.search_id, event_tokens.c.seq == events.c.seq),
+                )
+                .where(event_tokens.c.search_id == search_id, event_tokens.c.token.in_(chunk))
             )
-            .where(event_tokens.c.search_id == search_id, event_tokens.c.token == token)
-        )
-        row = conn.execute(stmt).mappings().first()
-        return None if row is None else _to_event(row)
+            for row in conn.execute(stmt).mappings():
+                found[row["token"]] = _to_event(row)
+        return found
 
     def list_events(self, search_id: str, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         if limit < 1:

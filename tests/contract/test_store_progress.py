@@ -164,6 +164,14 @@ def test_events_appended_in_batches_in_order_and_once_per_token(store: Store) ->
     assert [e.kind for e in store.list_events("s1")] == ["a", "b", "c"]
     with pytest.raises(NotFound):
         store.append_events("nope", [NewEvent("a", {})])
+    # a token twice in one batch is logged once; a batch of logged tokens logs nothing
+    twice = store.append_events("s1", [NewEvent("d", {}, "t4"), NewEvent("e", {}), NewEvent("d", {}, "t4")])
+    assert [(e.seq, e.kind) for e in twice] == [(4, "d"), (5, "e"), (4, "d")]
+    assert [e.seq for e in store.append_events("s1", [NewEvent("a", {}, "t1"), NewEvent("d", {}, "t4")])] == [
+        1,
+        4,
+    ]
+    assert [e.seq for e in store.list_events("s1")] == [1, 2, 3, 4, 5]
 
 
 def test_a_page_of_candidates_without_their_documents(store: Store) -> None:
