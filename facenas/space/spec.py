@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from facenas.errors import ArchSpecError, InvalidInput
 from facenas.limits import brief
@@ -188,7 +188,7 @@ def _read_hourglass(cfg: Any, path: str, base_ch: int) -> HourglassSpec:
                 f"{block_path}.ch_expansion_factor",
                 f"gives {channels} channels; must stay within [1, {MAX_CHANNELS}]",
             )
-        down.append(DownBlock(_read_ops(block, "layers", block_path, minimum=1), factor))
+        down.append(_interned(DownBlock(_read_ops(block, "layers", block_path, minimum=1), factor)))
     n = len(down)
     skip = _read_branch(cfg, "skip_blocks", path, n - 1, minimum_ops=0)
     up = _read_branch(cfg, "upsample_blocks", path, n - 1, minimum_ops=1)
@@ -207,7 +207,7 @@ def _read_branch(cfg: Any, name: str, path: str, count: int, minimum_ops: int) -
         block_path = _join(path, f"{name}._configs.{i}")
         _require_keys(block, block_path, ("layers",))
         out.append(_read_ops(block, "layers", block_path, minimum=minimum_ops))
-    return tuple(out)
+    return _interned(tuple(out))
 
 
 def _read_ops(cfg: Any, name: str, path: str, minimum: int) -> tuple[str, ...]:
@@ -219,8 +219,25 @@ def _read_ops(cfg: Any, name: str, path: str, minimum: int) -> tuple[str, ...]:
         op = layer.pick("op")
         if not isinstance(op, str) or op not in OPS:
             raise ArchSpecError(f"{layer_path}.op", f"unknown op {brief(op)}; known ops: {', '.join(OPS)}")
-        ops.append(op)
-    return tuple(ops)
+        ops.append(_OP_NAMES[op])
+    return _interned(tuple(ops))
+
+
+_OP_NAMES = {name: name for name in OPS}  # one string object per op name, not one per parsed layer
+_INTERNED: dict[Any, Any] = {}
+_T = TypeVar("_T")
+MAX_INTERNED = 1 << 16
+
+
+def _interned(value: _T) -> _T:
+    """One shared object per distinct op sequence or down block: a search holds thousands of specs made
+    of the same few (``MAX_INTERNED`` of them at most, so odd documents cannot grow it without end)."""
+    found = _INTERNED.get(value)
+    if found is not None:
+        return cast("_T", found)
+    if len(_INTERNED) < MAX_INTERNED:
+        _INTERNED[value] = value
+    return value
 
 
 def _list(cfg: Any, name: str, path: str, minimum: int) -> Any:

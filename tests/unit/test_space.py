@@ -261,3 +261,19 @@ def test_reading_an_arch_document_imports_no_torch_and_archai_still_loads_whole(
     expected = HgnetSearchSpace().load(SMALLEST_SNP)
     assert not torch_after_parse and tree == "ArchParamTree"
     assert archid == expected.archid and base_ch == expected.spec.base_ch
+
+
+def test_specs_share_their_op_sequences_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search holds thousands of specs: equal op sequences and blocks are one object, up to a bound."""
+    from facenas.space import spec as spec_module
+
+    space = HgnetSearchSpace(seed=5)
+    first = space.random_sample()
+    again = space.from_json(first.to_json())
+    assert again.spec == first.spec
+    assert again.spec.hourglasses[0].down[0] is first.spec.hourglasses[0].down[0]
+    assert again.spec.post_upsample is first.spec.post_upsample
+    monkeypatch.setattr(spec_module, "_INTERNED", {})
+    monkeypatch.setattr(spec_module, "MAX_INTERNED", 3)
+    space.random_sample()
+    assert len(spec_module._INTERNED) == 3
