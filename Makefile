@@ -56,29 +56,35 @@ bench: setup
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache $(IDLE_LOG)
 
-# Container images and Kubernetes (docker/, deploy/k8s/). `make images` uses docker when its engine
-# answers, else buildah (no daemon; --isolation=chroot also works inside a container); `make deploy
+# Container images and Kubernetes (docker/, deploy/k8s/). `make images` builds the five CPU images,
+# facenas/<name>:$(VERSION), from docker/Dockerfile (docker/build-images.sh: the public base image and
+# torch index where they answer, local stand-ins from docker/prepare-local.sh where they do not;
+# PYTHON_IMAGE=, BUILDER_IMAGE=, TORCH_INDEX_URL= override); `make images-smoke` starts each one and
+# waits for its gRPC health; `make images-cuda` builds the CUDA trainer; `make docker-engine` makes sure
+# a docker engine answers (installs and starts it as root where it can); `make deploy
 # OVERLAY=production` applies an overlay.
 VERSION ?= 0.1.0
 OVERLAY ?= local
-IMAGE_SERVICES := searcher store trainer latency_cpu latency_snp
+IMAGE_SERVICES := store searcher trainer latency_cpu latency_snp
 
-.PHONY: images deploy manifests
+.PHONY: images images-smoke images-cuda docker-engine deploy manifests
 
 # the monitoring component's copies of deploy/grafana and deploy/prometheus (tests/deploy checks them)
 manifests: setup
 	$(BIN)/python deploy/sync_monitoring.py
 
 images:
-	@if docker info >/dev/null 2>&1; then build="docker build"; \
-	elif command -v buildah >/dev/null 2>&1; then build="buildah bud --isolation=chroot"; \
-	else echo "images: no usable docker engine and no buildah" >&2; exit 1; fi; \
-	for s in $(IMAGE_SERVICES); do \
-		echo "$$build -f docker/$$s/Dockerfile -t facenas/$$s:$(VERSION) ."; \
-		$$build -f docker/$$s/Dockerfile -t facenas/$$s:$(VERSION) . || exit 1; \
-	done; \
-	echo "$$build -f docker/trainer/Dockerfile.cuda -t facenas/trainer-cuda:$(VERSION) ."; \
-	$$build -f docker/trainer/Dockerfile.cuda -t facenas/trainer-cuda:$(VERSION) .
+	docker/build-images.sh $(VERSION) $(IMAGE_SERVICES)
+
+images-smoke:
+	docker/smoke.sh $(VERSION)
+
+images-cuda:
+	@docker info >/dev/null 2>&1 || { echo "images-cuda: the docker engine does not answer (make docker-engine starts it)" >&2; exit 1; }
+	DOCKER_BUILDKIT=$${DOCKER_BUILDKIT:-0} docker build -f docker/trainer/Dockerfile.cuda -t facenas/trainer-cuda:$(VERSION) .
+
+docker-engine:
+	docker/engine.sh
 
 deploy:
 	kubectl apply -k deploy/k8s/overlays/$(OVERLAY)

@@ -160,11 +160,11 @@ def has_port(template: Obj, port: int | str) -> bool:
 
 
 def image_service(image: str) -> tuple[str, Path]:
-    """``facenas/<name>[:tag|@digest]`` -> (name, docker/<name>/Dockerfile); ``facenas/<name>-cuda`` is
-    the CUDA variant, built from docker/<name>/Dockerfile.cuda."""
+    """``facenas/<name>[:tag|@digest]`` -> (name, docker/Dockerfile, whose target <name> builds it);
+    ``facenas/<name>-cuda`` is the CUDA variant, built from docker/<name>/Dockerfile.cuda."""
     repository = image.split("@")[0].rsplit(":", 1)[0].removeprefix("facenas/")
     service, cuda, _ = repository.partition("-cuda")
-    return service, ROOT / "docker" / service / ("Dockerfile.cuda" if cuda else "Dockerfile")
+    return service, ROOT / "docker" / (f"{service}/Dockerfile.cuda" if cuda else "Dockerfile")
 
 
 def probe_target(probe: Obj) -> tuple[int, str] | None:
