@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -23,7 +24,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -449,7 +450,7 @@ def _migrate_to_4(conn: Connection) -> None:
             break
         for row_id, document in rows:
             digest = _digest(document)
-            conn.execute(_insert_ignore(conn, documents, {"digest": digest, "body": _deflate(document)}))
+            conn.execute(_insert_ignore(conn, documents), {"digest": digest, "body": _deflate(document)})
             conn.execute(
                 update(candidates)
                 .where(candidates.c.id == row_id)
@@ -460,13 +461,20 @@ def _migrate_to_4(conn: Connection) -> None:
 
 
 def _insert_ignore(
-    conn: Connection, table: Table, values: Mapping[str, Any], key: Sequence[str] | None = None
+    conn: Connection, table: Table, key: Sequence[str] | None = None, returning: bool = False
 ) -> Executable:
-    """INSERT ... ON CONFLICT DO NOTHING on ``key`` (default: the primary key), in ``conn``'s dialect."""
-    key = list(key) if key is not None else [c.name for c in table.primary_key.columns]
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
-    return sqlite.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=key)
+    """INSERT ... ON CONFLICT DO NOTHING on ``key`` (default: the primary key), in ``conn``'s dialect,
+    ``RETURNING`` the inserted row if asked (none when the key was there). The values come with the
+    execution: the statement is built and compiled once per table and key, not per row."""
+    key = tuple(key) if key is not None else tuple(c.name for c in table.primary_key.columns)
+    return _insertion(conn.dialect.name, table, key, returning)
+
+
+@functools.cache
+def _insertion(dialect: str, table: Table, key: tuple[str, ...], returning: bool) -> Executable:
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).on_conflict_do_nothing(index_elements=list(key))
+    return cast("Executable", stmt.returning(*table.columns) if returning else stmt)
 
 
 def _migrate_to_3(conn: Connection) -> None:
@@ -606,7 +614,7 @@ class SqlStore(Store):
             if self._postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
             metadata.create_all(conn)
-            conn.execute(_insert_ignore(conn, schema_version, {"id": 1, "version": SCHEMA_VERSION}))
+            conn.execute(_insert_ignore(conn, schema_version), {"id": 1, "version": SCHEMA_VERSION})
             version = conn.execute(select(schema_version.c.version)).scalar_one()
             if version < SCHEMA_VERSION:
                 _migrate(conn, version)
@@ -626,7 +634,10 @@ class SqlStore(Store):
         compared: Iterable[str],
     ) -> RowMapping:
         """Insert unless the key exists; return the stored row, StoreConflict if it differs."""
-        conn.execute(_insert_ignore(conn, table, values, key))
+        inserted = conn.execute(_insert_ignore(conn, table, key, returning=True), dict(values))
+        row = inserted.mappings().first()
+        if row is not None:
+            return row
         row = conn.execute(select(table).where(_match(table, values, key))).mappings().one()
         differs = [c for c in compared if not _same(row[c], values[c])]
         if differs:
@@ -723,7 +734,7 @@ class SqlStore(Store):
             self._require_search(conn, candidate.search_id)
             if digest:
                 conn.execute(
-                    _insert_ignore(conn, documents, {"digest": digest, "body": _deflate(candidate.document)})
+                    _insert_ignore(conn, documents), {"digest": digest, "body": _deflate(candidate.document)}
                 )
             row = self._insert_or_compare(conn, candidates, values, ["search_id", "archid"], compared)
         return dataclasses.replace(_to_candidate(row), document=candidate.document)
@@ -769,9 +780,12 @@ class SqlStore(Store):
             unknown = sorted(set(checked) - known)
             if unknown:
                 raise NotFound(f"search {search_id!r} has no candidate {', '.join(map(repr, unknown[:5]))}")
-            for archid, outcome in checked.items():
-                row = {"search_id": search_id, "archid": archid, "outcome": outcome, "created_at": now}
-                conn.execute(_insert_ignore(conn, outcomes, row))
+            rows = [
+                {"search_id": search_id, "archid": archid, "outcome": outcome, "created_at": now}
+                for archid, outcome in checked.items()
+            ]
+            if rows:
+                conn.execute(_insert_ignore(conn, outcomes), rows)
             stmt = select(outcomes.c.archid, outcomes.c.outcome).where(
                 outcomes.c.search_id == search_id, outcomes.c.archid.in_(list(checked))
             )
