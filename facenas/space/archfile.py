@@ -47,6 +47,8 @@ def parse_arch_document(source: str | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(doc, Mapping):
         raise ArchSpecError("", f"top level must be a JSON object, got {_type_name(doc)}")
     _check_node(doc, "", 0)
+    if isinstance(source, str):  # json.loads made plain dicts already, and nobody else holds them
+        return dict(doc)
     plain: dict[str, Any] = _plain(doc)
     return plain
 
