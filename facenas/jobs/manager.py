@@ -48,7 +48,10 @@ class _Job:
     """Mutable job state; only touched with the manager's condition held."""
 
     def __init__(self, spec: JobSpec, owner: str) -> None:
-        self.spec = spec
+        self.spec: JobSpec | None = spec  # dropped when the job ends: a kept job needs no model
+        self.job_id = spec.job_id
+        self.key = spec.key
+        self.target = spec.target
         self.owners: set[str] = {owner}
         self.state = JobState.QUEUED
         self.progress = JobProgress()
@@ -235,10 +238,11 @@ class JobManager:
                 job.phase_start = (job.began_mono, 0)
                 job.progress = JobProgress(phase="starting")
                 self._bump(job)
-            self._run(job, device)
+                spec = job.spec  # taken now: a cancellation may end the job (and drop it) any moment
+            assert spec is not None, "a queued job has its spec"
+            self._run(job, spec, device)
 
-    def _run(self, job: _Job, device: str) -> None:
-        spec = job.spec
+    def _run(self, job: _Job, spec: JobSpec, device: str) -> None:
         load_before = _host_load()
         metrics.WORK_IN_FLIGHT.labels(self.service).inc()
         outcome = "error"
@@ -317,12 +321,13 @@ class JobManager:
             self._queue.remove(job)
             self._publish_queue()
         self._finish(job, state, failure, error)
-        log.info("job stopped", extra={"job_id": job.spec.job_id, "state": str(state), "reason": error})
+        log.info("job stopped", extra={"job_id": job.job_id, "state": str(state), "reason": error})
 
     def _finish(self, job: _Job, state: JobState, failure: FailureKind, error: str) -> None:
         job.state, job.failure, job.error = state, failure, error
         job.finished_at = time.time()
         job.finished_mono = time.monotonic()
+        job.spec = None  # the architecture and its document: thousands of kept jobs need none of it
         self._finished.append(job)
         self._bump(job)
 
@@ -367,9 +372,9 @@ class JobManager:
         elif job.state == JobState.RUNNING:
             progress = replace(progress, elapsed_s=time.monotonic() - job.began_mono)
         return JobView(
-            job_id=job.spec.job_id,
-            key=job.spec.key,
-            target=job.spec.target,
+            job_id=job.job_id,
+            key=job.key,
+            target=job.target,
             state=job.state,
             progress=progress,
             owners=tuple(sorted(job.owners)),
@@ -392,7 +397,7 @@ class JobManager:
             if len(self._finished) <= self.max_finished and job.finished_mono >= expired:
                 break
             self._finished.popleft()
-            del self._jobs[job.spec.job_id]
+            del self._jobs[job.job_id]
 
     def _publish_queue(self) -> None:
         metrics.QUEUE_DEPTH.labels(self.service).set(len(self._queue))
@@ -412,7 +417,7 @@ class _JobWork:
 
     def check_alive(self) -> None:
         if self._job.cancelled.is_set():
-            raise Cancelled(f"job {self._job.spec.job_id} was stopped: {self._job.error}")
+            raise Cancelled(f"job {self._job.job_id} was stopped: {self._job.error}")
 
     def report(self, phase: str, step: int = 0, total: int = 0, loss: float | None = None) -> None:
         self.check_alive()

@@ -194,6 +194,8 @@ def test_finished_jobs_are_forgotten_after_their_retention(trainer: StepTrainer)
             _until(manager, view.job_id, JobState.SUCCEEDED)
         kept = {v.job_id for v in manager.list()}
         assert kept == {views[1].job_id, views[2].job_id}
+        assert manager.get(views[2].job_id).key == views[2].key  # a kept job answers in full...
+        assert all(job.spec is None for job in manager._jobs.values())  # ...holding no architecture
         with pytest.raises(NotFound):
             manager.get(views[0].job_id)
     finally:
