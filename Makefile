@@ -35,7 +35,7 @@ typecheck: setup
 IDLE_LOG := .pytest-idle.log
 unit: setup
 	@$(BIN)/pytest -q -p no:cacheprovider -m idle > $(IDLE_LOG) 2>&1 & idle=$$!; \
-	$(BIN)/pytest -q -m 'not idle'; main=$$?; \
+	$(BIN)/pytest -q -m 'not idle and not images'; main=$$?; \
 	wait $$idle; idle_rc=$$?; echo "--- idle tests:"; cat $(IDLE_LOG); \
 	test $$main -eq 0 -a $$idle_rc -eq 0
 
@@ -60,14 +60,17 @@ clean:
 # facenas/<name>:$(VERSION), from docker/Dockerfile (docker/build-images.sh: the public base image and
 # torch index where they answer, local stand-ins from docker/prepare-local.sh where they do not;
 # PYTHON_IMAGE=, BUILDER_IMAGE=, TORCH_INDEX_URL= override); `make images-smoke` starts each one and
-# waits for its gRPC health; `make images-cuda` builds the CUDA trainer; `make docker-engine` makes sure
-# a docker engine answers (installs and starts it as root where it can); `make deploy
-# OVERLAY=production` applies an overlay.
+# waits for its gRPC health; `make images-test` (tests/images) starts them as deploy/k8s does, the whole
+# system and every component's configuration, and runs a search through them; `make up` / `make down`
+# run the whole system on this host (docker/compose.sh: STORE=postgres, TRAINERS=, SEARCHER_PORT=...;
+# `make down VOLUMES=1` also drops its volumes); `make images-cuda` builds the CUDA trainer; `make
+# docker-engine` makes sure a docker engine answers (installs and starts it as root where it can);
+# `make deploy OVERLAY=production` applies an overlay.
 VERSION ?= 0.1.0
 OVERLAY ?= local
 IMAGE_SERVICES := store searcher trainer latency_cpu latency_snp
 
-.PHONY: images images-smoke images-cuda docker-engine deploy manifests
+.PHONY: images images-smoke images-test images-cuda docker-engine up down deploy manifests
 
 # the monitoring component's copies of deploy/grafana and deploy/prometheus (tests/deploy checks them)
 manifests: setup
@@ -78,6 +81,17 @@ images:
 
 images-smoke:
 	docker/smoke.sh $(VERSION)
+
+# Never a skip: no engine, no image, no kubectl or no prometheus fails it, saying which.
+images-test: setup images
+	@started=$$(date +%s); $(BIN)/pytest -q -p no:cacheprovider -m images tests/images; rc=$$?; \
+	echo "images-test: $$(($$(date +%s) - started)) s"; exit $$rc
+
+up:
+	VERSION=$(VERSION) docker/compose.sh up
+
+down:
+	VERSION=$(VERSION) docker/compose.sh down $(if $(filter 1,$(VOLUMES)),--volumes)
 
 images-cuda:
 	@docker info >/dev/null 2>&1 || { echo "images-cuda: the docker engine does not answer (make docker-engine starts it)" >&2; exit 1; }

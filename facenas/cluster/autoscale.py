@@ -114,9 +114,20 @@ class TrainerAutoscaler:
 
 
 def in_cluster_api() -> ScaleApi:
-    """AppsV1Api from the pod's service account."""
+    """AppsV1Api from the pod's service account; outside a pod (no ``KUBERNETES_SERVICE_HOST``/``PORT``, no
+    mounted service-account token) a :class:`ConfigError` that says the autoscaler needs the cluster API."""
     from kubernetes import client, config
 
-    config.load_incluster_config()
+    try:
+        config.load_incluster_config()
+    except config.ConfigException as err:
+        raise ConfigError(
+            [
+                "--autoscale-trainers (FACENAS_AUTOSCALE_TRAINERS): scaling the trainer Deployment needs the "
+                f"Kubernetes API, which this process cannot reach: {err} (it runs outside a Kubernetes pod, "
+                "or without the service-account token deploy/k8s/components/autoscale mounts). Leave "
+                "--autoscale-trainers unset to run with a fixed set of trainers."
+            ]
+        ) from err
     api: ScaleApi = client.AppsV1Api()
     return api

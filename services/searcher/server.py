@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from facenas.cluster.autoscale import AutoscalePolicy, TrainerAutoscaler, in_cluster_api, parse_range
+from facenas.cluster.autoscale import (
+    AutoscalePolicy,
+    ScaleApi,
+    TrainerAutoscaler,
+    in_cluster_api,
+    parse_range,
+)
 from facenas.errors import ConfigError
 from facenas.limits import return_freed_memory
 from facenas.probes import remote_health_probe
@@ -95,6 +101,8 @@ def parser() -> ServiceParser:
 
 def build(args: argparse.Namespace) -> tuple[Sequence[Registration], Callable[[], None], Sequence[Probe]]:
     return_freed_memory()  # requests up to the message limit must not grow the process for good
+    # --autoscale-trainers needs the cluster API: outside a pod, fail (saying so) before starting anything
+    scale_api = in_cluster_api() if args.autoscale_trainers else None
     policy = _follow_policy(args)
     store = GrpcStore(args.store)
     store_health = make_channel(args.store)
@@ -112,7 +120,7 @@ def build(args: argparse.Namespace) -> tuple[Sequence[Registration], Callable[[]
     manager = SearchManager(store, pools, patience=patience)
     if args.auto_resume:
         manager.resume_interrupted_in_background()
-    autoscaler = _autoscaler(args, pools.get("trainer"))
+    autoscaler = _autoscaler(args, pools.get("trainer"), scale_api)
 
     def on_stop() -> None:
         if autoscaler is not None:
@@ -155,11 +163,13 @@ def _autoscale_policy(args: argparse.Namespace) -> AutoscalePolicy:
     return AutoscalePolicy(args.trainer_deployment, args.namespace, lo, hi)
 
 
-def _autoscaler(args: argparse.Namespace, trainers: ReplicaPool | None) -> TrainerAutoscaler | None:
-    if not args.autoscale_trainers or trainers is None:  # (--trainer is checked with the flags)
+def _autoscaler(
+    args: argparse.Namespace, trainers: ReplicaPool | None, api: ScaleApi | None
+) -> TrainerAutoscaler | None:
+    if api is None or trainers is None:  # (--trainer is checked with the flags)
         return None
     policy = _autoscale_policy(args)
-    autoscaler = TrainerAutoscaler(in_cluster_api(), policy, trainers.replicas_wanted)
+    autoscaler = TrainerAutoscaler(api, policy, trainers.replicas_wanted)
     autoscaler.start()
     return autoscaler
 

@@ -82,8 +82,13 @@ def schema_problem(obj: Obj) -> str | None:
 @pytest.fixture(scope="module")
 def render(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], list[Obj]]:
     """``render(name)``: the objects ``kubectl kustomize`` prints for one entry of RENDERS (cached)."""
+    return renderer(tmp_path_factory.mktemp("kustomize"))
+
+
+def renderer(workdir: Path) -> Callable[[str], list[Obj]]:
+    """The ``render`` fixture's function, writing the kustomizations it makes under ``workdir``
+    (tests/images renders with it too)."""
     cache: dict[str, list[Obj]] = {}
-    workdir = tmp_path_factory.mktemp("kustomize")
 
     def run(name: str) -> list[Obj]:
         if name not in cache:
