@@ -176,7 +176,12 @@ class ReplicaPool(Evaluator):
         """Ask every replica for its target; all reachable ones must agree (results never mix)."""
         deadline = time.monotonic() + wait_s
         request = common_pb2.DescribeRequest(objective=objective, space=space_to_proto(space))
+        dynamic = any(spec.startswith(DNS_PREFIX) for spec in self.specs)
         while True:
+            # a dns:/// name that resolved to nothing yet (no trainer pod ready when the searcher started)
+            # is looked up again here too, or a search would wait for its replicas forever
+            if dynamic and time.monotonic() - self._resolved_at > RESOLVE_EVERY_S:
+                self.refresh()
             answers: dict[str, common_pb2.DescribeResponse] = {}
             errors: dict[str, str] = {}
             for replica in list(self.replicas):
