@@ -610,6 +610,11 @@ class SqlStore(Store):
             raise InvalidInput(f"value rejected by store {self._url}: {exc.orig}") from exc
 
     def _init_schema(self) -> None:
+        with self._tx() as conn:  # an up-to-date store opens without the write lock (a busy SQLite file)
+            if inspect(conn).has_table(schema_version.name):
+                current = conn.execute(select(schema_version.c.version)).scalar_one_or_none()
+                if current == SCHEMA_VERSION:
+                    return
         with self._tx(write=True) as conn:
             if self._postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
