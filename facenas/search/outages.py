@@ -63,14 +63,22 @@ class Outages:
         self._waiters: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def begin(self, dependency: str, reason: str) -> None:
+    def begin(self, dependency: str, reason: str) -> Outage:
+        """Wait for ``dependency``: the outage this waiter joins (a new one if none is on)."""
         with self._lock:
             self._waiters[dependency] = self._waiters.get(dependency, 0) + 1
-            if dependency in self._out:
-                return
-            self._out[dependency] = Outage(dependency, time.time(), reason[:500])
+            joined = self._out.get(dependency)
+            if joined is not None:
+                return joined
+            joined = self._out[dependency] = Outage(dependency, time.time(), reason[:500])
         metrics.WAITING.labels(dependency).set(1)
         log.warning("waiting for a dependency", extra={"dependency": dependency, "reason": reason[:500]})
+        return joined
+
+    def ongoing(self, outage: Outage) -> bool:
+        """Whether ``outage`` is still on (no waiter has seen its dependency answer since)."""
+        with self._lock:
+            return self._out.get(outage.dependency) is outage
 
     def end(self, dependency: str, recovered: bool) -> None:
         """One waiter stops waiting; ``recovered`` when the dependency answered again (clears it)."""

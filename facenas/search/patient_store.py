@@ -30,7 +30,7 @@ from facenas.domain import (
 )
 from facenas.errors import Cancelled
 from facenas.limits import Page
-from facenas.search.outages import OutagePolicy, Outages
+from facenas.search.outages import Outage, OutagePolicy, Outages
 from facenas.store.base import Store, StoreUnavailable
 
 T = TypeVar("T")
@@ -55,6 +55,7 @@ class PatientStore(Store):
 
     def _patient(self, call: Callable[[], T]) -> T:
         began: float | None = None
+        joined: Outage | None = None
         attempt = 0
         try:
             while True:
@@ -62,9 +63,14 @@ class PatientStore(Store):
                     result = call()
                 except StoreUnavailable as err:
                     now = time.monotonic()
+                    if joined is not None and not self.outages.ongoing(joined):
+                        # the store answered another caller since: this is a new outage, with its own
+                        # patience and shown as one (a caller backing off may miss the store's return)
+                        self.outages.end(STORE, recovered=False)
+                        began = None
                     if began is None:
                         began = now
-                        self.outages.begin(STORE, str(err))
+                        joined = self.outages.begin(STORE, str(err))
                     if now - began >= self.policy.patience_s:
                         raise StoreUnavailable(
                             f"the store stayed unreachable for {now - began:.0f} s "
@@ -76,7 +82,7 @@ class PatientStore(Store):
                     continue
                 if began is not None:
                     self.outages.end(STORE, recovered=True)
-                    began = None
+                    began, joined = None, None
                 return result
         finally:
             if began is not None:

@@ -81,6 +81,28 @@ def test_a_patient_store_waits_for_the_store_and_says_so(sql: SqlStore) -> None:
     assert outages.describe() == "" and metrics.WAITING.labels("store")._value.get() == 0
 
 
+def test_a_waiter_that_outlives_an_outage_shows_the_next_one(sql: SqlStore) -> None:
+    """A caller still backing off from an outage that another caller saw end meets the store down again:
+    that is a new outage, shown as one (the searcher says it waits) and with its own patience."""
+    link = sql
+    outages = Outages()
+    patient = PatientStore(link, FAST, outages)
+    link.down.set()
+    done = threading.Event()
+    threading.Thread(target=lambda: (patient.list_searches(), done.set()), daemon=True).start()
+    until(lambda: link.refused >= 2)
+    outages.begin("store", "another caller")  # ...which then sees the store answer: the outage ends
+    outages.end("store", recovered=True)
+    assert metrics.WAITING.labels("store")._value.get() == 0
+    seen = link.refused
+    until(lambda: link.refused >= seen + 2)  # the first caller fails again: the store is down anew
+    assert metrics.WAITING.labels("store")._value.get() == 1
+    assert outages.describe().startswith("waiting for store (")
+    link.down.clear()
+    assert done.wait(30)
+    assert outages.describe() == "" and metrics.WAITING.labels("store")._value.get() == 0
+
+
 def test_patience_ends_and_closing_interrupts(sql: SqlStore) -> None:
     link = sql
     link.down.set()
