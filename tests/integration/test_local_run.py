@@ -69,14 +69,19 @@ def test_an_interrupted_search_run_resumes_without_redoing_finished_work(
     from facenas.store import open_store
 
     config = tmp_path / "search.yaml"
-    # long enough that most of it is still to do when the 4th evaluation is seen (the poll below lags the
-    # search by up to a second; 2 iterations of 10 steps were over before the interrupt landed)
-    config.write_text(tiny_search(iters=3, steps=40), encoding="utf-8")
+    config.write_text(tiny_search(iters=2, steps=10), encoding="utf-8")
     args = [str(config), "--dataset-dir", str(dataset), "--output-dir", "out", "--trainers", "2"]
     args += ["--val-fraction", "0.2", "--json"]
     command = [sys.executable, "-m", "facenas", "search", "run", *args]
+    # Ctrl-C reaches it whatever started this suite: a suite run as a background job of a shell
+    # inherits SIGINT ignored, and so would the search (it would run to its end)
     running = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     db = tmp_path / "out" / "store.db"
 
