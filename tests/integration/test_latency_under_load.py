@@ -34,9 +34,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOLERANCE = 0.10  # the issue's bound
 TRIES = 5  # measurements tried for one stable figure, as a searcher re-measures a refused one
 PAIRS = 6  # quiet and gated measurements, interleaved
-EXTRA_QUIET = 12  # quiet measurements added while the gated figure beats every quiet one
+EXTRA = 12  # measurements added to the side whose fastest figure is more than TOLERANCE behind the other's
 QUIET_SAMPLES = 20  # run-queue samples in a row, 50 ms apart, with nobody else runnable near our CPUs
 QUIET_PATIENCE_S = 300.0
+DISTURB_TRIES = 3  # ungated measurements next to training, until one shows it lost CPU to the training
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,36 @@ def _stable(measure: Callable[[], LatencyResult], what: str, cpus: list[int]) ->
     pytest.fail(f"no stable {what} measurement in {TRIES} tries: {refusals}")
 
 
+def _disturbed(result: LatencyResult) -> bool:
+    """Whether any attempt of a measurement lost CPU to a neighbour (the protocol's retries may still
+    have found an undisturbed window for the attempt it kept)."""
+    floor = result.protocol.min_cpu_fraction
+    return result.contended or any(f < floor for f in result.attempt_cpu_fractions)
+
+
+def _assert_training_disturbs(model: bytes) -> None:
+    """Fail unless ungated measurements next to the training neighbour lose CPU to it: up to
+    DISTURB_TRIES, as one measurement may be lucky enough never to share a core with a training step."""
+    seen = []
+    for _ in range(DISTURB_TRIES):
+        result = measure_onnx_latency(model)
+        if _disturbed(result):
+            return
+        seen.append(result.attempt_cpu_fractions)
+    pytest.fail(f"training did not disturb {DISTURB_TRIES} ungated measurements: cpu fractions {seen}")
+
+
+def _behind(medians: dict[str, list[float]]) -> str | None:
+    """The kind ("quiet" or "gated") whose fastest figure is more than TOLERANCE slower than the other's;
+    None when they agree within it."""
+    gated, quiet = min(medians["gated"]), min(medians["quiet"])
+    if gated > quiet * (1 + TOLERANCE):
+        return "gated"
+    if gated < quiet * (1 - TOLERANCE):
+        return "quiet"
+    return None
+
+
 def _within(value: float, reference: float) -> bool:
     return abs(value / reference - 1) <= TOLERANCE
 
@@ -112,16 +143,16 @@ def test_gated_measurement_next_to_training_matches_the_quiet_host(
     """Quiet and gated measurements, interleaved: the fastest gated one is no more than 10 % slower than
     the fastest quiet one. (The host's own drift only ever slows a measurement down, by up to 1.7x on
     our VM, so the fastest of several stable measurements is the undisturbed figure; a gate that let
-    training run would slow, or get refused, every gated one. A gated figure faster than every quiet
-    one -- seen in CI: 2.49 ms gated against 3.24 ms quiet -- means the quiet ones drifted, and cannot
-    come from the training next door; more quiet measurements are then taken, up to EXTRA_QUIET, so
-    that the quiet host can show it too; a gated figure that stays faster is no fault of the gate.)"""
+    training run would slow, or get refused, every gated one. Either side can drift: seen in CI, 2.49 ms
+    gated against 3.24 ms quiet; seen here, 4.02 ms quiet once among five of 4.9-6.4 ms, against 4.75-5.34
+    ms gated. While the fastest figures of the two sides differ by more than the tolerance, the slower
+    side is measured again, up to EXTRA times, so that it can show the undisturbed figure too; a gate
+    that let training run cannot: its measurements stay slow or get refused.)"""
     monkeypatch.setenv(ENV, str(tmp_path / "quiet.lock"))
     gate = quiet_gate()
     assert isinstance(gate, QuietGate)
     with neighbours("train", 1) as (trainer,):  # inherits ENV: trains through working()/yield_point()
-        ungated = measure_onnx_latency(model)
-        assert ungated.contended, f"training did not disturb an ungated measurement: {ungated.to_dict()}"
+        _assert_training_disturbs(model)
         trainer.send_signal(signal.SIGSTOP)  # the trainer runs only while a gated measurement is taken
         measure = {
             "quiet": lambda: measure_onnx_latency(model),
@@ -131,10 +162,11 @@ def test_gated_measurement_next_to_training_matches_the_quiet_host(
         for pair in range(PAIRS):
             for kind in ("quiet", "gated") if pair % 2 == 0 else ("gated", "quiet"):
                 medians[kind].append(_stable(measure[kind], kind, cpus).median_s)
-        for _ in range(EXTRA_QUIET):  # the quiet reference drifted: let it show the undisturbed figure
-            if min(medians["gated"]) >= min(medians["quiet"]) * (1 - TOLERANCE):
+        for _ in range(EXTRA):  # one side drifted: let it show the undisturbed figure too
+            behind = _behind(medians)
+            if behind is None:
                 break
-            medians["quiet"].append(_stable(measure["quiet"], "quiet", cpus).median_s)
+            medians[behind].append(_stable(measure[behind], behind, cpus).median_s)
     gated, quiet = min(medians["gated"]), min(medians["quiet"])
     assert gated <= quiet * (1 + TOLERANCE), f"the gate let training slow a measurement: {medians}"
 
