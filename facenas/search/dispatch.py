@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import random
 import threading
 import time
@@ -57,7 +56,6 @@ log = logging.getLogger(__name__)
 
 MAX_BENCH_SECONDS = 30.0
 RESOLVE_EVERY_S = 15.0
-_END = object()
 
 
 @dataclass(frozen=True)
@@ -101,6 +99,73 @@ def task_to_request(task: EvalTask) -> common_pb2.EvaluateRequest:
     )
 
 
+@dataclass(eq=False)
+class _Watch:
+    """One followed job stream: what ends it early, and why it was ended (None: it was not)."""
+
+    STOPPED = "stopped"
+    DEADLINE = "deadline"
+    SILENT = "silent"
+
+    call: grpc.Future[common_pb2.Job]
+    stop: threading.Event
+    deadline: float
+    heard: float
+    reason: str | None = None
+
+
+class _Watchdog:
+    """Ends followed job streams that went silent, ran past their deadline or whose search stopped, by
+    cancelling the call (the thread reading it then sees why): one thread for every stream of a pool,
+    so that a job's messages reach the evaluation that reads them without a hand-off."""
+
+    TICK_S = 0.25
+
+    def __init__(self, name: str, silence_s: float) -> None:
+        self.name = name
+        self.silence_s = silence_s
+        self._watches: set[_Watch] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, call: grpc.Future[common_pb2.Job], stop: threading.Event, deadline: float) -> _Watch:
+        watch = _Watch(call, stop, deadline, time.monotonic())
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"watchdog-{self.name}", daemon=True)
+                self._thread.start()
+        return watch
+
+    def remove(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        """Until no stream is followed (the next :meth:`add` starts another thread)."""
+        while True:
+            time.sleep(self.TICK_S)
+            now = time.monotonic()
+            with self._lock:
+                if not self._watches:
+                    self._thread = None
+                    return
+                watches = list(self._watches)
+            for watch in watches:
+                if watch.reason is None and (reason := self._why_end(watch, now)):
+                    watch.reason = reason
+                    watch.call.cancel()
+
+    def _why_end(self, watch: _Watch, now: float) -> str | None:
+        if watch.stop.is_set():
+            return _Watch.STOPPED
+        if now > watch.deadline:
+            return _Watch.DEADLINE
+        if now - watch.heard > self.silence_s:
+            return _Watch.SILENT
+        return None
+
+
 class ReplicaPool(Evaluator):
     """All replicas of one objective service."""
 
@@ -127,6 +192,7 @@ class ReplicaPool(Evaluator):
         self._discovered: set[str] = set()  # owners whose jobs were looked up on every replica
         self._discovery_lock = threading.Lock()
         self.health = ReplicaHealth(service)
+        self._watchdog = _Watchdog(service, self.policy.silence_s)
         self.refresh()
 
     # --- replicas ----------------------------------------------------------------------------------
@@ -405,46 +471,30 @@ class ReplicaPool(Evaluator):
     def _watch(
         self, replica: Replica, job_id: str, stop: threading.Event, deadline: float, task: EvalTask
     ) -> Iterator[common_pb2.Job]:
-        """The job's stream with a watchdog: silence past ``silence_s`` breaks it, ``stop`` and the
-        deadline end it (the deadline also gives up this owner's claim on the job)."""
+        """The job's stream, read in this thread, under the pool's watchdog: silence past ``silence_s``
+        breaks it, ``stop`` and the deadline end it (the deadline also gives up this owner's claim on the
+        job)."""
         request = common_pb2.WatchJobRequest(job_id=job_id, heartbeat_s=self.policy.heartbeat_s)
         call = replica.stub.WatchJob(request)
-        items: queue.Queue[object] = queue.Queue()
-
-        def pump() -> None:
-            try:
-                for message in call:
-                    items.put(message)
-                items.put(_END)
-            except grpc.RpcError as err:
-                items.put(err)
-
-        threading.Thread(target=pump, name=f"watch-{job_id[:8]}", daemon=True).start()
-        heard = time.monotonic()
+        watch = self._watchdog.add(cast("grpc.Future[common_pb2.Job]", call), stop, deadline)
         try:
-            while True:
-                try:
-                    item = items.get(timeout=0.25)
-                except queue.Empty:
-                    now = time.monotonic()
-                    if stop.is_set():
-                        raise Cancelled("search stopped") from None
-                    if now > deadline:
-                        self.cancel(task.owner, task.key)
-                        raise EvaluationFailed(
-                            "timeout", "ran past evaluation.timeout_s", replica.address
-                        ) from None
-                    if now - heard > self.policy.silence_s:
-                        raise _BrokenStreamError(f"no heartbeat for {now - heard:.0f} s") from None
-                    continue
-                if item is _END:
-                    raise _BrokenStreamError("stream ended before the job")
-                if isinstance(item, grpc.RpcError):
-                    raise item
-                heard = time.monotonic()
-                assert isinstance(item, common_pb2.Job)
-                yield item
+            try:
+                for item in call:
+                    watch.heard = time.monotonic()
+                    yield item
+            except grpc.RpcError:
+                if watch.reason is None:
+                    raise
+            if watch.reason == _Watch.STOPPED:
+                raise Cancelled("search stopped")
+            if watch.reason == _Watch.DEADLINE:
+                self.cancel(task.owner, task.key)
+                raise EvaluationFailed("timeout", "ran past evaluation.timeout_s", replica.address)
+            if watch.reason == _Watch.SILENT:
+                raise _BrokenStreamError(f"no heartbeat for {self.policy.silence_s:.0f} s")
+            raise _BrokenStreamError("stream ended before the job")
         finally:
+            self._watchdog.remove(watch)
             cast("grpc.Future[common_pb2.Job]", call).cancel()
 
     def _outcome(self, job: common_pb2.Job, replica: Replica, attached: bool, began: float) -> EvalResult:

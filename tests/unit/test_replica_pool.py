@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from facenas.domain import Budget, EvalKey, EvalSpace
+from facenas.errors import Cancelled
 from facenas.search import retry
 from facenas.search.dispatch import FollowPolicy, ReplicaPool
 from facenas.search.evaluator import EvalTask, EvaluationFailed, WorkerLost, WorkerUnreachable
@@ -199,3 +200,71 @@ def test_a_task_of_a_search_begun_before_keys_named_the_model_takes_any() -> Non
     reply.job.model = "5e1f0c2a9b7d3e64"
     pool = pool_of(FakeStub(reply, [job(common_pb2.JOB_STATE_SUCCEEDED, value=0.25)]))
     assert evaluate(pool).value == 0.25  # TASK's key has model ""
+
+
+class _OpenStream:
+    """A stream that sends ``items``, then (every ``heartbeat_s``, or never) the running job again, and
+    stays open until cancelled -- as a real call does, it then raises CANCELLED."""
+
+    def __init__(self, items: list[Any], heartbeat_s: float | None) -> None:
+        self.items = items
+        self.heartbeat_s = heartbeat_s
+        self.cancelled = threading.Event()
+
+    def __iter__(self) -> Iterator[common_pb2.Job]:
+        yield from self.items
+        while not self.cancelled.wait(self.heartbeat_s):
+            yield job(common_pb2.JOB_STATE_RUNNING)
+        raise FakeRpcError(grpc.StatusCode.CANCELLED)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class OpenStub(FakeStub):
+    """WatchJob streams stay open: heartbeats every ``heartbeat_s`` (None: silent); counts cancels."""
+
+    def __init__(self, heartbeat_s: float | None) -> None:
+        super().__init__(running())
+        self.heartbeat_s = heartbeat_s
+        self.streams: list[_OpenStream] = []
+        self.cancels: list[Any] = []
+
+    def WatchJob(self, request: Any) -> _OpenStream:  # type: ignore[override]
+        stream = _OpenStream([job(common_pb2.JOB_STATE_RUNNING)], self.heartbeat_s)
+        self.streams.append(stream)
+        return stream
+
+    def CancelJob(self, request: Any, timeout: float) -> None:
+        self.cancels.append(request)
+
+
+def open_pool(stub: OpenStub, silence_s: float = 30.0) -> ReplicaPool:
+    policy = dataclasses.replace(POLICY, silence_s=silence_s, reattach_s=0.3)
+    return ReplicaPool("latency_cpu", ["fake:1"], policy, connect=lambda address: (stub, _Channel()))
+
+
+def test_a_silent_stream_is_reopened_until_the_deadline() -> None:
+    """Each re-opened stream answers with the job's state (the replica is reachable), then falls silent."""
+    stub = OpenStub(heartbeat_s=None)
+    with pytest.raises(EvaluationFailed, match=r"ran past evaluation\.timeout_s"):
+        open_pool(stub, silence_s=0.3).evaluate(TASK, lambda progress: None, threading.Event(), timeout_s=1.5)
+    assert len(stub.streams) >= 3 and all(s.cancelled.is_set() for s in stub.streams)
+
+
+def test_a_job_past_its_deadline_fails_with_a_timeout_and_is_cancelled_on_the_worker() -> None:
+    stub = OpenStub(heartbeat_s=0.05)  # alive and well, just too slow
+    with pytest.raises(EvaluationFailed, match=r"ran past evaluation\.timeout_s") as caught:
+        open_pool(stub).evaluate(TASK, lambda progress: None, threading.Event(), timeout_s=0.3)
+    assert caught.value.kind == "timeout"
+    assert [r.job_id for r in stub.cancels] == [KEY.job_id] and stub.cancels[0].owner == TASK.owner
+    assert all(s.cancelled.is_set() for s in stub.streams)
+
+
+def test_a_stopped_search_stops_following_its_job() -> None:
+    stub = OpenStub(heartbeat_s=0.05)
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    with pytest.raises(Cancelled):
+        open_pool(stub).evaluate(TASK, lambda progress: None, stop, timeout_s=30)
+    assert all(s.cancelled.is_set() for s in stub.streams)
