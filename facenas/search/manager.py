@@ -75,6 +75,8 @@ WATCH_PAGE = 500
 WATCH_POLL_S = 0.25
 #: searches whose iteration records a searcher keeps (see SearchManager._records)
 _RECORD_CACHE = 64
+#: iteration-record state a resumed run reads from the store, and no read of this searcher needs
+RESUME_ONLY = ("rng",)
 #: parsed configs a searcher keeps (one per search it was asked about)
 _CONFIG_CACHE = 1024
 
@@ -139,6 +141,14 @@ class _Running:
         self.run: SearchRun | None = None
         self.outcome: tuple[SearchStatus, str] | None = None  # reached; written to the store when settled
         self.settled = False  # the outcome landed (or there is none: a stopping searcher left it running)
+
+
+def _for_reads(record: IterationRecord) -> IterationRecord:
+    """``record`` as the reads use it: without the state that only resuming needs (:data:`RESUME_ONLY`)."""
+    if not any(key in record.state for key in RESUME_ONLY):
+        return record
+    state = {k: v for k, v in record.state.items() if k not in RESUME_ONLY}
+    return replace(record, state=state)
 
 
 class SearchManager:
@@ -556,8 +566,9 @@ class SearchManager:
     def _remember_records(
         self, search_id: str, known: tuple[IterationRecord, ...], newer: Sequence[IterationRecord]
     ) -> tuple[IterationRecord, ...]:
-        """``known`` + ``newer`` when they are the records 0, 1, 2... in order (kept for next time)."""
-        merged = (*known, *newer)
+        """``known`` + ``newer`` when they are the records 0, 1, 2... in order (kept for next time, without
+        the algorithm state only a resumed run reads, from the store: an RNG state is about 25 KB)."""
+        merged = (*known, *(_for_reads(r) for r in newer))
         if [r.iteration for r in merged] != list(range(len(merged))):  # not numbered from 0: not kept
             return merged
         with self._lock:

@@ -143,6 +143,30 @@ def test_a_search_runs_through_the_evaluator_with_live_progress(store: SqlStore,
     assert all(c.stable == {CPU_LATENCY: True} for c in latencies)
 
 
+def test_the_searcher_keeps_iteration_records_for_reads_without_their_rng_state(
+    store: SqlStore, workers: Workers
+) -> None:
+    """An RNG state is about 25 KB a record: a searcher holding a long search's records for its reads keeps
+    only what the reads use; the store keeps the whole record, which a resumed run reads."""
+    workers.trainer.released.set()
+    manager = searcher(store, workers.evaluators())
+    manager.start(config_text(algorithm="evolution_pareto"), search_id="lean")
+    assert drain(manager, "lean")[-1].kind == "completed"
+    snapshot = manager.snapshot("lean")
+    kept = manager._records_known["lean"]
+    stored = store.list_iterations("lean")
+    assert [r.iteration for r in kept] == [r.iteration for r in stored] == [0, 1]
+    assert all("rng" in r.state for r in stored) and not any("rng" in r.state for r in kept)
+    for lean, full in zip(kept, stored, strict=True):
+        assert (lean.pareto, lean.hypervolume, lean.walltime_s) == (
+            full.pareto,
+            full.hypervolume,
+            full.walltime_s,
+        )
+        assert {k: v for k, v in full.state.items() if k != "rng"} == dict(lean.state)
+    assert [i.pareto for i in snapshot.iterations] == [r.pareto for r in stored]
+
+
 def test_a_lost_worker_is_retried_elsewhere(store: SqlStore, workers: Workers) -> None:
     evaluators = workers.evaluators()
     manager = searcher(store, evaluators)
