@@ -35,6 +35,10 @@ class SearchHistory:
         self.values: dict[str, dict[str, float]] = {}
         self.infeasible: dict[str, str] = {}
         self.failed: dict[str, str] = {}
+        self._position: dict[str, int] = {}  # proposal order
+        self._completed: list[str] = []  # as they became complete and feasible (see completed_since)
+        self._logged: set[str] = set()
+        self._revoked: set[str] = set()  # logged candidates that failed or turned infeasible later
         self._lock = threading.Lock()
 
     def add(self, arch: Arch, iteration: int, model: str) -> bool:
@@ -44,14 +48,17 @@ class SearchHistory:
             if arch.archid in self.archs:
                 return False
             self.archs[arch.archid] = arch
+            self._position[arch.archid] = len(self._position)
             self.iteration_of[arch.archid] = iteration
             self.model_of[arch.archid] = model
             self.values.setdefault(arch.archid, {})
+            self._log_if_complete(arch.archid)
             return True
 
     def set_value(self, archid: str, objective: str, value: float) -> None:
         with self._lock:
             self.values.setdefault(archid, {})[objective] = value
+            self._log_if_complete(archid)
 
     def measured(self, archid: str) -> dict[str, float]:
         with self._lock:
@@ -63,11 +70,43 @@ class SearchHistory:
             reason = violation(self.values.get(archid, {}), self.objectives)
             if reason:
                 self.infeasible.setdefault(archid, reason)
+                self._revoke(archid)
             return bool(reason)
+
+    def completed_since(self, cursor: int) -> tuple[list[tuple[str, list[float], int]], int, int]:
+        """The candidates that became complete and feasible (every objective measured, no constraint
+        broken, not failed: as :meth:`complete` has them) after the first ``cursor``, as (archid, values
+        in objective order, proposal position) -- those still so -- with the cursor to pass next time
+        and how many such candidates failed or turned infeasible since (when that number changes,
+        start again from cursor 0)."""
+        with self._lock:
+            names = [o.name for o in self.objectives]
+            batch = [
+                (a, [self.values[a][n] for n in names], self._position[a])
+                for a in self._completed[cursor:]
+                if a not in self.failed and a not in self.infeasible
+            ]
+            return batch, len(self._completed), len(self._revoked)
+
+    def _log_if_complete(self, archid: str) -> None:
+        """Log ``archid`` (lock held) the first time it is complete and feasible."""
+        if archid in self._logged or archid not in self.archs:
+            return
+        if archid in self.failed or archid in self.infeasible:
+            return
+        values = self.values.get(archid, {})
+        if all(o.name in values for o in self.objectives) and not violation(values, self.objectives):
+            self._logged.add(archid)
+            self._completed.append(archid)
+
+    def _revoke(self, archid: str) -> None:
+        if archid in self._logged:
+            self._revoked.add(archid)
 
     def fail(self, archid: str, reason: str) -> None:
         with self._lock:
             self.failed.setdefault(archid, reason)
+            self._revoke(archid)
 
     def finished(self, archid: str) -> bool:
         """Complete, infeasible or failed: nothing more to evaluate."""

@@ -50,6 +50,40 @@ def pareto_front(points: Mapping[str, _Point], directions: Sequence[Direction]) 
     return [i for i, k in zip(ids, keep, strict=True) if k]
 
 
+class IncrementalFront:
+    """The Pareto front of points added one at a time, as :func:`pareto_front` gives it for all of them:
+    each addition costs O(front size), not O(points) -- a search asks for its front before every
+    proposal, over a history of thousands of points. Ids come in the order of the positions they were
+    added with (a search's proposal order, the order :func:`pareto_front` keeps)."""
+
+    def __init__(self, directions: Sequence[Direction]) -> None:
+        self._signs = _signs(directions)
+        self._front: dict[str, tuple[int, list[float], list[float]]] = {}  # id -> (position, min., point)
+
+    def add(self, point_id: str, point: _Point, position: int) -> None:
+        """Add a point (once: an id on the front is not added again): it joins the front unless a point on
+        it dominates it, and pushes off the points it dominates."""
+        if point_id in self._front:
+            return
+        minimised = _as_minimised(point, self._signs)
+        if any(_dominated(minimised, other) for _, other, _ in self._front.values()):
+            return
+        self._front = {k: v for k, v in self._front.items() if not _dominated(v[1], minimised)}
+        self._front[point_id] = (position, minimised, [float(v) for v in point])
+
+    def ids(self) -> list[str]:
+        return sorted(self._front, key=lambda k: self._front[k][0])
+
+    def points(self) -> list[list[float]]:
+        """The front's points, in the order of :meth:`ids`."""
+        return [self._front[k][2] for k in self.ids()]
+
+
+def _dominated(a: list[float], b: list[float]) -> bool:
+    """Whether minimised point ``b`` dominates minimised point ``a``."""
+    return all(y <= x for x, y in zip(a, b, strict=True)) and any(y < x for x, y in zip(a, b, strict=True))
+
+
 def _front_pairwise(arr: np.ndarray) -> list[bool]:
     return [
         not bool(np.any(np.all(arr <= row, axis=1) & np.any(arr < row, axis=1)))

@@ -16,7 +16,7 @@ from facenas.errors import Cancelled, FacenasError
 from facenas.limits import MAX_REQUEST_KEYS
 from facenas.search import metrics
 from facenas.search.history import SearchHistory
-from facenas.search.pareto import hypervolume, pareto_front, reference_point
+from facenas.search.pareto import IncrementalFront, hypervolume, pareto_front, reference_point
 from facenas.search.snapshot import EVALUATED, ObjectiveInfo, evaluated_in
 from facenas.store.base import Store
 
@@ -191,6 +191,10 @@ class IterationRecorder:
         self.walltime_offset = 0.0
         self.began = time.monotonic()
         self.counted: set[str] = set()  # candidates an earlier record counted
+        self._live = IncrementalFront([o.direction for o in self.objectives])  # what front() gives
+        self._cursor = 0  # of the history's completed candidates, those in _live
+        self._revoked = 0  # the history's count of completed candidates that left the front since
+        self._live_lock = threading.Lock()
 
     def resume_from(self, records: Sequence[IterationRecord]) -> None:
         """Continue after ``records`` (the search's, oldest first; the history holds its candidates)."""
@@ -204,7 +208,22 @@ class IterationRecorder:
         return self.walltime_offset + (time.monotonic() - self.began)
 
     def front(self) -> tuple[list[str], float]:
-        return self._front(self.history.complete())
+        """The front of the complete candidates now and its hypervolume, kept up to date one completed
+        candidate at a time (:meth:`record` computes its own over the candidates settled then)."""
+        with self._live_lock:
+            batch, self._cursor, revoked = self.history.completed_since(self._cursor)
+            if revoked != self._revoked:  # a candidate on it may have left: build it again
+                self._live = IncrementalFront([o.direction for o in self.objectives])
+                batch, self._cursor, self._revoked = self.history.completed_since(0)
+            for archid, point, position in batch:
+                self._live.add(archid, point, position)
+            front = self._live.ids()
+            if not front:
+                return [], 0.0
+            if self.reference is None:  # the first points: every complete candidate so far is in batch
+                self.reference = reference_point(self.objectives, [p for _, p, _ in batch])
+            directions = [o.direction for o in self.objectives]
+            return front, hypervolume(self._live.points(), directions, self.reference)
 
     def _front(self, points: Mapping[str, Sequence[float]]) -> tuple[list[str], float]:
         directions = [o.direction for o in self.objectives]

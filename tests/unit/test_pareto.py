@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from facenas.domain import Direction
-from facenas.search.pareto import dominates, hypervolume, pareto_front, reference_point, snapshot_fronts
+from facenas.search.pareto import (
+    IncrementalFront,
+    dominates,
+    hypervolume,
+    pareto_front,
+    reference_point,
+    snapshot_fronts,
+)
 from facenas.search.snapshot import CandidateState, IterationState, ObjectiveInfo, SearchSnapshot
 
 MIN, MAX = Direction.MINIMIZE, Direction.MAXIMIZE
@@ -170,3 +177,24 @@ def test_the_two_objective_sweep_gives_the_pairwise_front(seed: int) -> None:
             a for a, p in points.items() if not any(dominates(q, p, directions) for q in points.values())
         ]
         assert pareto_front(points, directions) == expected
+
+
+@pytest.mark.parametrize("directions", [[MIN, MAX], [MIN, MIN], [MAX, MIN, MIN]])
+def test_a_front_kept_one_point_at_a_time_is_the_front_of_all_points(directions: list[Direction]) -> None:
+    """Points in a random order of arrival, with ties and repeats on a coarse grid: after each one, the
+    incremental front is pareto_front of every point so far, in position order."""
+    rng = random.Random(7)
+    for _ in range(20):
+        points = {f"p{i}": [rng.randint(0, 6) / 2 for _ in directions] for i in range(60)}
+        positions = {k: i for i, k in enumerate(points)}
+        arrival = list(points)
+        rng.shuffle(arrival)
+        live = IncrementalFront(directions)
+        for n, point_id in enumerate(arrival, 1):
+            live.add(point_id, points[point_id], positions[point_id])
+            so_far = {k: points[k] for k in sorted(arrival[:n], key=positions.__getitem__)}
+            assert live.ids() == pareto_front(so_far, directions)
+            assert live.points() == [points[k] for k in live.ids()]
+        on_front = live.ids()[0]
+        live.add(on_front, [math.inf] * len(directions), 0)  # an id on the front is not added again
+        assert live.ids() == pareto_front(points, directions)
