@@ -78,6 +78,21 @@ def _who(channel: grpc.Channel, wait: bool = False) -> str:
     return reply.decode()
 
 
+def _wait_until_dropped(channel: grpc.Channel) -> None:
+    """Until the channel has seen its connection go (it leaves READY)."""
+    dropped = threading.Event()
+
+    def on_state(state: grpc.ChannelConnectivity) -> None:
+        if state != grpc.ChannelConnectivity.READY:
+            dropped.set()
+
+    channel.subscribe(on_state)
+    try:
+        assert dropped.wait(DEADLINE_S), "the channel never saw its connection reset"
+    finally:
+        channel.unsubscribe(on_state)
+
+
 def _fails_fast(channel: grpc.Channel) -> None:
     """A call through a cut link fails UNAVAILABLE quickly."""
     began = time.monotonic()
@@ -182,6 +197,7 @@ def test_retarget_moves_new_and_optionally_live_connections(
             assert _who(second) == "B"
         assert _who(first) == "A", "a live connection stays on its upstream"
         proxy.retarget("127.0.0.1", server_b.port, cut_existing=True)
+        _wait_until_dropped(first)  # a call sent before the client reads the reset fails with it
         assert _who(first, wait=True) == "B", "reset, the channel reconnects to the new upstream"
 
 
