@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 
 from facenas.domain import EvalKey, EvalSpace, FailureKind, JobState
-from facenas.errors import Cancelled, InvalidInput, NotFound
+from facenas.errors import Cancelled, InvalidInput, NotFound, Unavailable
 from facenas.jobs import JobManager, JobSpec, JobView
 from facenas.search.evaluator import (
     EvalProgress,
@@ -61,7 +61,10 @@ class LocalEvaluator(Evaluator):
         name, manager = self._place(task.key, avoid)
         spec = self._spec(manager, task)
         began = time.monotonic()
-        view, attached = manager.submit(spec, task.owner)
+        try:
+            view, attached = manager.submit(spec, task.owner)
+        except Unavailable as err:  # shutting down (killed after it was chosen): as the gRPC adapter has it
+            raise WorkerUnreachable(name, str(err)) from None
         deadline = began + timeout_s
 
         def active() -> bool:
