@@ -506,7 +506,7 @@ class SearchManager:
         if last is None:
             return ParetoData(search_id, config.objectives, -1, 0.0, ())
         members = list(self.store.get_all_candidates(search_id, last.pareto).values())
-        records = self.store.list_iterations(search_id) if self._asynchronous(config) else ()
+        records = self._records(search_id, None) if self._asynchronous(config) else ()
         states = self._states(search_id, config, members, records)
         return ParetoData(search_id, config.objectives, last.iteration, last.hypervolume, states)
 
@@ -710,6 +710,6 @@ class SearchManager:
                 "give more characters"
             )
         config = self._config(record)
-        records = self.store.list_iterations(search_id) if self._asynchronous(config) else ()
+        records = self._records(search_id, None) if self._asynchronous(config) else ()
         (state,) = self._states(search_id, config, (exact or found)[:1], records)
         return state
