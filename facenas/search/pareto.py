@@ -31,10 +31,7 @@ def _as_minimised(point: _Point, signs: Sequence[float]) -> list[float]:
 def dominates(a: _Point, b: _Point, directions: Sequence[Direction]) -> bool:
     """True when ``a`` is no worse than ``b`` in every objective and strictly better in one."""
     signs = _signs(directions)
-    ma, mb = _as_minimised(a, signs), _as_minimised(b, signs)
-    return all(x <= y for x, y in zip(ma, mb, strict=True)) and any(
-        x < y for x, y in zip(ma, mb, strict=True)
-    )
+    return _dominated(_as_minimised(b, signs), _as_minimised(a, signs))
 
 
 def pareto_front(points: Mapping[str, _Point], directions: Sequence[Direction]) -> list[str]:
