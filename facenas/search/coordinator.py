@@ -2,12 +2,15 @@
 
 Per candidate, objectives run in the config's order (cheap constraints first) and stop at a violated
 constraint. The store is the cache: what any search measured under the same key is never evaluated
-again, and a result is written to the store the moment it arrives (the searcher's store waits out
-outages, so a result is never thrown away). Failures are handled by :mod:`facenas.search.retry`, the one
-retry policy: an outage of a service waits (``waiting for <service>`` in the search's status, events and
-metrics) for up to ``evaluation.outage_patience_s``; a lost worker or an error is retried elsewhere; an
-unstable figure is measured again later; only the architecture's own faults fail a candidate, and that
-failure is a store record (with its reason) the search resumes with.
+again. A result is queued for the store the moment it arrives and written by the search's
+:class:`~facenas.search.writer.ResultWriter`, in order, while the candidate goes on (the searcher's store
+waits out outages, and a worker keeps a finished job for the searcher to collect again, so a result is
+never thrown away); :meth:`EvaluationCoordinator.flush` waits until everything queued is durable.
+Failures are handled by :mod:`facenas.search.retry`, the one retry policy: an outage of a service waits
+(``waiting for <service>`` in the search's status, events and metrics) for up to
+``evaluation.outage_patience_s``; a lost worker or an error is retried elsewhere; an unstable figure
+is measured again later; only the architecture's own faults fail a candidate, and that failure is a
+store record (with its reason) the search resumes with.
 
 The targets each objective is measured on are a store record too, fixed when the search first connects:
 a resumed search whose replicas now measure another target stops with the reason instead of mixing.
@@ -40,6 +43,7 @@ from facenas.search.evaluator import (
 from facenas.search.history import SearchHistory
 from facenas.search.outages import OutagePolicy, Outages
 from facenas.search.recorder import EventLog
+from facenas.search.writer import ResultWriter
 from facenas.store.base import Store, StoreConflict
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,7 @@ class EvaluationCoordinator:
         self._running: dict[EvalKey, EvalProgress] = {}
         self._lock = threading.Lock()
         self._cache_hits = 0
+        self.writer = ResultWriter(search_id[:8])
 
     @property
     def cache_hits(self) -> int:
@@ -204,7 +209,16 @@ class EvaluationCoordinator:
         self._measure_all(archid)
         outcome = self.history.outcomes([archid]).get(archid)
         if outcome is not None:
-            self.store.put_outcomes(self.search_id, {archid: outcome})
+            self.writer.submit(lambda: self.store.put_outcomes(self.search_id, {archid: outcome}))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every result and outcome queued so far is in the store (False on ``timeout``);
+        raises the error of a write that failed."""
+        return self.writer.flush(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued (for up to ``timeout``), then stop the writer."""
+        self.writer.close(timeout)
 
     def _measure_all(self, archid: str) -> None:
         self._prefetch(archid)
@@ -256,7 +270,7 @@ class EvaluationCoordinator:
         _GaveUpError when the candidate fails, Unavailable when the service stayed out too long."""
         key = self.key(archid, objective)
         arch = self.history.archs[archid]
-        task = EvalTask(key, arch.to_json(), self.config.eval_space, self.config.budget, self.search_id)
+        task = EvalTask(key, arch.compact_json(), self.config.eval_space, self.config.budget, self.search_id)
         evaluator = self.evaluator(objective)
         service = OBJECTIVES[objective].service
         avoid: set[str] = set()
@@ -353,33 +367,45 @@ class EvaluationCoordinator:
         return on_progress
 
     def _store(self, key: EvalKey, result: EvalResult, attempts: int, seconds: float) -> float:
-        put_began = time.perf_counter()
-        stored = self.store.put_evaluation(
-            Evaluation(key, result.value, result.unit, result.details, result.worker, result.seconds)
-        )
-        store_seconds = time.perf_counter() - put_began
+        """Queue the result for the store and return its value: the write runs in the writer's thread,
+        and the ``evaluation`` event follows it (the result is durable when its event is logged)."""
+        queued = time.perf_counter()
+        evaluation = Evaluation(key, result.value, result.unit, result.details, result.worker, result.seconds)
         metrics.EVALUATION_SECONDS.labels(key.objective).observe(seconds)
         self._count(key.objective, "ok")
         metrics.LAST_PROGRESS.labels(self.search_id).set(time.time())
-        self.events(
-            "evaluation",
-            {
-                "archid": key.archid,
-                "objective": key.objective,
-                "value": stored.value,
-                "unit": stored.unit,
-                "worker": stored.worker,
-                "replica": result.replica,
-                "seconds": stored.seconds,
-                # orchestration overhead: submission to result minus the job's time on its worker, plus
-                # the store write
-                "overhead_s": result.overhead_s + store_seconds,
-                "store_s": store_seconds,
-                "attempts": attempts,
-                "attached": result.attached,
-            },
-        )
-        return stored.value
+        on_path: list[float] = []  # seconds this call took, set once the write is queued
+        queued_event = threading.Event()
+
+        def write() -> None:
+            began = time.perf_counter()
+            stored = self.store.put_evaluation(evaluation)
+            done = time.perf_counter()
+            queued_event.wait()
+            self.events(
+                "evaluation",
+                {
+                    "archid": key.archid,
+                    "objective": key.objective,
+                    "value": stored.value,
+                    "unit": stored.unit,
+                    "worker": stored.worker,
+                    "replica": result.replica,
+                    "seconds": stored.seconds,
+                    # orchestration overhead on the evaluation's path: submission to result minus the
+                    # job's time on its worker, plus queueing the result for the store
+                    "overhead_s": result.overhead_s + on_path[0],
+                    "store_s": done - began,  # the store write, off that path
+                    "stored_after_s": done - queued,  # from the result to its durable record
+                    "attempts": attempts,
+                    "attached": result.attached,
+                },
+            )
+
+        self.writer.submit(write)
+        on_path.append(time.perf_counter() - queued)
+        queued_event.set()
+        return result.value
 
     def _count(self, objective: str, outcome: str) -> None:
         metrics.EVALUATIONS.labels(self.search_id, objective, outcome).inc()

@@ -1,8 +1,10 @@
 """One search run: a proposal strategy, an evaluation coordinator and an iteration recorder on a loop.
 
 Everything durable goes through the store as it happens -- candidates before they are evaluated,
-evaluations as they finish, an iteration record (Pareto front, hypervolume, RNG state) at the end of
-each iteration -- so a run stopped at any point resumes from the store without redoing finished work.
+evaluations as they finish (written in order by the coordinator's writer, off the evaluations' path,
+and all before the iteration record that covers them), an iteration record (Pareto front, hypervolume,
+RNG state) at the end of each iteration -- so a run stopped at any point resumes from the store without
+redoing finished work (a result not yet written is collected again from its worker).
 Evaluations in flight are jobs on the workers: a resumed run submits the same keys again and joins the
 jobs still running there instead of starting them over. Two loops:
 
@@ -68,12 +70,18 @@ class SearchRun:
         self._exhaustion_reported = False
 
     def run(self) -> None:
-        self.coordinator.connect()
-        iterations = self.load()
-        if self.strategy.asynchronous:
-            self._run_async(iterations)
-        else:
-            self._run_barrier(iterations)
+        """Returns once every result is in the store; whatever way it ends, results already in hand are
+        written (for up to 30 s; the rest stay with their workers for a resumed run to collect)."""
+        try:
+            self.coordinator.connect()
+            iterations = self.load()
+            if self.strategy.asynchronous:
+                self._run_async(iterations)
+            else:
+                self._run_barrier(iterations)
+            self.coordinator.flush()
+        finally:
+            self.coordinator.close()
 
     def live(self) -> list[dict[str, Any]]:
         """Progress of this run's evaluations in flight."""
@@ -116,7 +124,7 @@ class SearchRun:
         params = self.space.num_parameters(arch)
         model = self.space.fingerprint(arch)
         candidate = Candidate(
-            self.search_id, arch.archid, iteration, parents, 0.0, arch.to_json(), params, model
+            self.search_id, arch.archid, iteration, parents, 0.0, arch.compact_json(), params, model
         )
         self.store.add_candidate(candidate)
         if not self.history.add(arch, iteration, model):
@@ -132,6 +140,7 @@ class SearchRun:
         return [version, list(internal), gauss]
 
     def _record(self, iteration: int, extra: dict[str, Any] | None = None) -> None:
+        self.coordinator.flush()  # the record names candidates whose results must be durable first
         self._exhausted()
         if self.strategy.exhausted:
             extra = {**(extra or {}), "exhausted": self.strategy.exhausted}

@@ -10,7 +10,8 @@ Files written into ``out_dir`` (all overwritten on every call, so the function i
   objective measured), so the flagged rows are the non-dominated ones among them.
   Each latency objective (unit ``s``) then has ``<objective> cv`` and ``<objective> stable``: the kept
   measurement's coefficient of variation and stability verdict (empty where the backend reports none).
-* ``pareto_models_iter_{k}/<archid>.json``: the arch document of each member of iteration k's front.
+* ``pareto_models_iter_{k}/<archid>.json``: the arch document of each member of iteration k's front,
+  in Archai's file format.
 * ``pareto_<A>_vs_<B>.png`` for every objective pair, A before B in the snapshot's order (A on x).
 * ``hypervolume.csv`` and ``hypervolume.png``: the recorded hypervolume per iteration.
 
@@ -20,6 +21,7 @@ Plots use matplotlib's object API with an explicit Agg canvas: no pyplot, no glo
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from facenas.search.pareto import pareto_front
 from facenas.search.snapshot import CandidateState, IterationState, ObjectiveInfo, SearchSnapshot
+from facenas.space.archfile import dump_arch_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -119,14 +122,15 @@ def _fmt(value: float | None) -> str:
 
 
 def write_pareto_models(snapshot: SearchSnapshot, it: IterationState, directory: Path) -> list[Path]:
-    """One ``<archid>.json`` (the arch document as stored) per front member the snapshot knows."""
+    """One ``<archid>.json`` (the stored arch document, in Archai's file format) per front member the
+    snapshot knows."""
     directory.mkdir(parents=True, exist_ok=True)
     documents = {c.archid: c.document for c in snapshot.candidates}
     written = []
     for archid in it.pareto:
         if archid in documents:
             path = directory / f"{archid}.json"
-            path.write_text(documents[archid], encoding="utf-8")
+            path.write_text(dump_arch_json(json.loads(documents[archid])), encoding="utf-8")
             written.append(path)
     return written
 

@@ -158,7 +158,9 @@ def test_pareto_model_documents(written: tuple[Path, list[Path]]) -> None:
         folder = out / f"pareto_models_iter_{it.iteration}"
         assert {p.stem for p in folder.iterdir()} == set(it.pareto)
         for archid in it.pareto:
-            assert (folder / f"{archid}.json").read_text() == docs[archid]
+            text = (folder / f"{archid}.json").read_text()
+            assert json.loads(text) == json.loads(docs[archid])  # the stored document...
+            assert text == json.dumps(json.loads(docs[archid]), indent=4)  # ...as Archai writes its files
 
 
 def test_plots_are_images(written: tuple[Path, list[Path]]) -> None:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy import text as sql_text
 
-from facenas.domain import Candidate, EvalKey, Event, JobState, SearchStatus
+from facenas.domain import Candidate, EvalKey, Evaluation, Event, JobState, SearchStatus
 from facenas.errors import Cancelled
 from facenas.jobs import JobManager
 from facenas.rpc.evaluator import EvaluatorServicer
@@ -27,6 +27,7 @@ from facenas.search.manager import SearchManager
 from facenas.space.hgnet import HgnetSearchSpace
 from facenas.space.params import SearchSpaceParams
 from facenas.store import SqlStore
+from facenas.store.base import StoreUnavailable
 from facenas.v1 import common_pb2
 from tests.integration.conftest import tiny_search
 from tests.timing import scaled
@@ -211,6 +212,46 @@ def test_a_restarted_searcher_joins_running_jobs_instead_of_training_again(
     assert half_done <= joined  # (a third training may have been queued, and joined, too)
     evaluated = [(p["archid"], p["objective"]) for p in kinds(events, "evaluation")]
     assert len(evaluated) == len(set(evaluated)) and len(evaluated) == 4 * 2
+
+
+def test_results_not_yet_written_when_the_searcher_stops_are_collected_again_not_measured(
+    store: SqlStore, workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result reaches the search before its store write lands (the writer thread makes it durable):
+    when the searcher goes away in between, the resumed search finds no stored value, submits the key
+    again and collects the finished job its worker kept, without measuring it again."""
+    put, refused = store.put_evaluation, threading.Event()
+
+    def store_out(evaluation: Evaluation) -> Evaluation:
+        refused.set()
+        raise StoreUnavailable("store out for evaluations")
+
+    monkeypatch.setattr(store, "put_evaluation", store_out)
+    workers.trainer.released.set()
+    first = searcher(store, workers.evaluators())
+    first.start(config_text(iters=1), search_id="w1")
+    until(refused.is_set)
+    until(lambda: sum(len(m.list("w1")) for m in workers.managers.values()) >= 3)
+    first.shutdown()  # results in hand, none of them in the store
+    keys = [(c.archid, o) for c in store.list_candidates("w1") for o in (IOU, CPU_LATENCY)]
+    assert not store.list_evaluations_page([a for a, _ in keys]).items
+    started = Counter(workers.trainer.started)
+    measured = Counter(workers.latency.calls)
+    assert started
+
+    monkeypatch.setattr(store, "put_evaluation", put)
+    second = searcher(store, workers.evaluators())
+    second.resume("w1")
+    events = drain(second, "w1")
+    assert events[-1].kind == "completed"
+    evaluations = kinds(events, "evaluation")
+    collected = {str(p["archid"]) for p in evaluations if p["attached"]}
+    assert collected >= set(started) | set(measured)  # every result the first run had was collected...
+    for archid, count in started.items():
+        assert workers.trainer.started[archid] == count == 1  # ...not measured again
+    for archid, count in measured.items():
+        assert workers.latency.calls[archid] == count == 1
+    assert second.summary("w1").evaluations_done == 4
 
 
 def test_what_the_store_already_measured_is_a_cache_hit(store: SqlStore, workers: Workers) -> None:
