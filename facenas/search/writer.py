@@ -43,8 +43,8 @@ class ResultWriter:
         self._busy = False  # a batch of writes is running (one taken off the queue, or more to follow)
         self._closed = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name=f"writer-{name}", daemon=True)
-        self._thread.start()
+        self._name = f"writer-{name}"
+        self._thread: threading.Thread | None = None  # started by the first write
 
     def submit(self, write: Write) -> None:
         """Queue ``write``; waits while ``limit`` writes wait already. Raises the first failed write's
@@ -56,6 +56,9 @@ class ResultWriter:
                 raise RuntimeError("result writer is closed")
             self._queue.append(write)
             self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name=self._name, daemon=True)
+                self._thread.start()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued write has run; False on ``timeout``. Raises the first failed write's
@@ -82,7 +85,9 @@ class ResultWriter:
                 self._queue.clear()
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     @property
     def pending(self) -> int:
