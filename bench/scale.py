@@ -20,9 +20,9 @@ split evenly between the searches. Prints, measured in this one run:
 * **reads at the end**: GetSearch, GetPareto and GetArchitecture (its newest candidate) of every
   search and ListSearches, each repeated ``--read-repeats`` times (p50 and max), every page of each
   search's ExportSearch (``export_ms_max``: the slowest whole export; ``export_page_ms_max``: the
-  slowest page; ``read_ms_max`` is the slowest call of them all, export pages included), and the time
-  to replay each search's WatchSearch from its first event; a read that fails is reported in
-  ``read_errors``, not raised;
+  slowest page; ``read_ms_max`` is the slowest call of them all, export pages included, and
+  ``slowest_read`` names it), and the time to replay each search's WatchSearch from its first event;
+  a read that fails is reported in ``read_errors``, not raised;
 * **fairness**: each search's finish time from the first StartSearch (``finish_s``) and the ratio of
   the last to the first (``finish_spread``; 1.0 when they end together, large when one starved);
 * **against the ideal**: with a fixed ``--delay`` D, the replicas' slots (K trainers + K latency_cpu)
@@ -41,6 +41,7 @@ from its cache (counted as ``evaluations_cached``): use a fresh store, or anothe
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -255,6 +256,7 @@ class ScaleResult:
     watch_replay_events: int
     store_bytes: int
     read_errors: list[str] = field(default_factory=list)
+    slowest_read: str = ""  # which call took read_ms_max (an export page: which search and page)
     export_ms_max: float = math.nan
     export_page_ms_max: float = math.nan
     export_pages: int = 0
@@ -358,6 +360,7 @@ class _Reads:
     export_page_ms: float
     export_pages: int
     errors: list[str]
+    slowest_page: str
 
 
 def _reads(stub: searcher_pb2_grpc.SearcherStub, search_ids: list[str], repeats: int) -> _Reads:
@@ -381,14 +384,17 @@ def _reads(stub: searcher_pb2_grpc.SearcherStub, search_ids: list[str], repeats:
         _timed("list_searches", stub.ListSearches, store_pb2.ListSearchesRequest(), timings, errors)
     export_ms = page_ms = 0.0
     pages = 0
-    for search_id in search_ids:
+    slowest_page = ""
+    for n, search_id in enumerate(search_ids):
         request = searcher_pb2.ExportSearchRequest(search_id=search_id)
         began = time.perf_counter()
         try:
-            while True:
+            for number in itertools.count(1):
                 page_began = time.perf_counter()
                 page = stub.ExportSearch(request, timeout=READ_TIMEOUT_S)
-                page_ms = max(page_ms, 1e3 * (time.perf_counter() - page_began))
+                took = 1e3 * (time.perf_counter() - page_began)
+                if took > page_ms:
+                    page_ms, slowest_page = took, f"export_page (search {n + 1}, page {number})"
                 pages += 1
                 if not page.next_page_token:
                     break
@@ -411,7 +417,7 @@ def _reads(stub: searcher_pb2_grpc.SearcherStub, search_ids: list[str], repeats:
     reads = {
         name: ReadTiming(len(values), percentile(values, 50), max(values)) for name, values in timings.items()
     }
-    return _Reads(reads, replay_ms, replay_events, export_ms, page_ms, pages, errors)
+    return _Reads(reads, replay_ms, replay_events, export_ms, page_ms, pages, errors, slowest_page)
 
 
 def _newest_candidate(stub: searcher_pb2_grpc.SearcherStub, search_id: str) -> str:
@@ -534,6 +540,10 @@ def run_scale(settings: ScaleSettings) -> ScaleResult:
         store_rss_mb_peak=tracker.peak["store"],
         reads=reads,
         read_ms_max=max([*(t.max_ms for t in reads.values()), read.export_page_ms], default=math.nan),
+        slowest_read=max(
+            [*((t.max_ms, name) for name, t in reads.items()), (read.export_page_ms, read.slowest_page)],
+            default=(math.nan, ""),
+        )[1],
         watch_replay_ms_max=read.replay_ms,
         watch_replay_events=read.replay_events,
         store_bytes=size,
@@ -564,7 +574,7 @@ def report(r: ScaleResult) -> str:
         f"  searcher RSS {r.searcher_rss_mb_warm:.0f} MB after warm-up, {r.searcher_rss_mb_end:.0f} MB at "
         f"the end (peak {r.searcher_rss_mb_peak:.0f}); store RSS {r.store_rss_mb_warm:.0f} MB, "
         f"{r.store_rss_mb_end:.0f} MB (peak {r.store_rss_mb_peak:.0f})",
-        f"  reads at the end: {reads}",
+        f"  reads at the end: {reads} (slowest: {r.slowest_read})",
         f"  ExportSearch: {r.export_pages} page(s), slowest search {r.export_ms_max:.0f} ms, slowest page "
         f"{r.export_page_ms_max:.0f} ms",
         f"  WatchSearch replay: {r.watch_replay_events} events, "

@@ -355,6 +355,7 @@ class SearchManager:
             log.exception("search crashed", extra={"search_id": search_id})
             return SearchStatus.FAILED, f"{type(err).__name__}: {err}"
         finally:
+            running.run = None  # its history (every candidate) is the store's now, not this searcher's
             events.close()  # the run's events land before its end status
             metrics.RUNNING.dec()
             with contextlib.suppress(KeyError):

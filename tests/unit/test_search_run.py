@@ -153,6 +153,7 @@ def test_the_searcher_keeps_iteration_records_for_reads_without_their_rng_state(
     manager = searcher(store, workers.evaluators())
     manager.start(config_text(algorithm="evolution_pareto"), search_id="lean")
     assert drain(manager, "lean")[-1].kind == "completed"
+    assert manager._running["lean"].run is None  # a finished run's history is the store's, not held here
     snapshot = manager.snapshot("lean")
     kept = manager._records_known["lean"]
     stored = store.list_iterations("lean")
