@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from facenas.domain import OBJECTIVES, EvalKey, Evaluation, Failure, budget_key
@@ -374,14 +375,12 @@ class EvaluationCoordinator:
         metrics.EVALUATION_SECONDS.labels(key.objective).observe(seconds)
         self._count(key.objective, "ok")
         metrics.LAST_PROGRESS.labels(self.search_id).set(time.time())
-        on_path: list[float] = []  # seconds this call took, set once the write is queued
-        queued_event = threading.Event()
+        on_path: Future[float] = Future()  # seconds this call took, known once the write is queued
 
         def write() -> None:
             began = time.perf_counter()
             stored = self.store.put_evaluation(evaluation)
             done = time.perf_counter()
-            queued_event.wait()
             self.events(
                 "evaluation",
                 {
@@ -394,7 +393,7 @@ class EvaluationCoordinator:
                     "seconds": stored.seconds,
                     # orchestration overhead on the evaluation's path: submission to result minus the
                     # job's time on its worker, plus queueing the result for the store
-                    "overhead_s": result.overhead_s + on_path[0],
+                    "overhead_s": result.overhead_s + on_path.result(),
                     "store_s": done - began,  # the store write, off that path
                     "stored_after_s": done - queued,  # from the result to its durable record
                     "attempts": attempts,
@@ -403,8 +402,7 @@ class EvaluationCoordinator:
             )
 
         self.writer.submit(write)
-        on_path.append(time.perf_counter() - queued)
-        queued_event.set()
+        on_path.set_result(time.perf_counter() - queued)
         return result.value
 
     def _count(self, objective: str, outcome: str) -> None:

@@ -67,7 +67,7 @@ class ResultWriter:
             self._flushing += 1
             self._cond.notify_all()
             try:
-                done = self._cond.wait_for(lambda: self._error or not (self._queue or self._busy), timeout)
+                done = self._cond.wait_for(self._drained, timeout)
             finally:
                 self._flushing -= 1
             self._raise_if_failed()
@@ -79,7 +79,7 @@ class ResultWriter:
         with self._cond:
             self._flushing += 1
             self._cond.notify_all()
-            self._cond.wait_for(lambda: self._error or not (self._queue or self._busy), timeout)
+            self._cond.wait_for(self._drained, timeout)
             if self._queue:
                 log.warning("results not written to the store", extra={"writes": len(self._queue)})
                 self._queue.clear()
@@ -94,6 +94,10 @@ class ResultWriter:
         """Writes queued or running."""
         with self._cond:
             return len(self._queue) + int(self._busy)
+
+    def _drained(self) -> bool:
+        """Every queued write has run, or one failed (condition held)."""
+        return self._error is not None or not (self._queue or self._busy)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
